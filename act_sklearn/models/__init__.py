@@ -1,0 +1,9 @@
+"""Downstream learners that train on the ACT design.
+
+``ACTNeuralNetClassifier`` (torch/skorch) lives in ``act_sklearn.models.torch``,
+imported only on request so that torch stays an optional dependency.
+"""
+
+from .linear import ACTLogisticRegression
+
+__all__ = ["ACTLogisticRegression"]

@@ -1,0 +1,134 @@
+"""ACTSampler: choose which machine labels humans review, within a budget."""
+
+import numbers
+
+import numpy as np
+from sklearn.base import BaseEstimator, _fit_context
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from .stats.sampling import (
+    SAMPLING_DESIGNS,
+    SAMPLING_RULES,
+    check_error_proba,
+    draw_sample,
+    inclusion_probabilities,
+    resolve_budget,
+)
+
+
+class ACTSampler(BaseEstimator):
+    """Spend a human-review budget on the items most likely to be mislabelled.
+
+    ``fit(error_proba)`` turns the criticizer's error probabilities into
+    inclusion probabilities with a sampling rule and draws the items to review.
+
+    Parameters
+    ----------
+    budget : int or float, default=0.1
+        Number of items to review, or a fraction of the items in (0, 1] (rounded
+        down: the sampler never spends more than the budget).
+    rule : {"threshold", "normalize", "sigmoid"}, default="threshold"
+        ``threshold`` reviews the top-``budget`` items (deterministic);
+        ``normalize`` makes ``pi`` proportional to the error probability;
+        ``sigmoid`` is a soft threshold of sharpness ``beta``. See
+        :mod:`act_sklearn.stats.sampling`.
+    threshold : float in [0, 1] or None, default=None
+        ``threshold`` rule: review only items with ``error_proba >= threshold``
+        (possibly fewer than the budget).
+    beta : float, default=20.0
+        ``sigmoid`` rule: sharpness.
+    explore : float in [0, 1), default=0.0
+        Fraction of the budget spread uniformly over all items. Any
+        ``explore > 0`` gives every item a chance of review, which makes the ACT
+        loss unbiased and the final-label accuracy estimable with a confidence
+        interval; 0.1 to 0.2 costs little.
+    design : {"fixed", "bernoulli"}, default="fixed"
+        ``fixed`` reviews exactly the budget (when the rule can use it all) with
+        exact inclusion probabilities; ``bernoulli`` draws items independently
+        and meets the budget only in expectation.
+    random_state : int, RandomState instance or None, default=None
+        Controls tie-breaking and the draw.
+
+    Attributes
+    ----------
+    budget_ : int
+        The budget in items.
+    inclusion_proba_ : ndarray of shape (n_samples,)
+        Probability with which each item was to be reviewed.
+    reviewed_ : ndarray of bool, shape (n_samples,)
+        Items selected for review.
+    sample_indices_ : ndarray of int
+        Indices of the selected items, most suspicious first.
+
+    Examples
+    --------
+    >>> from act_sklearn import ACTSampler
+    >>> sampler = ACTSampler(budget=2).fit([0.9, 0.1, 0.6, 0.2])
+    >>> sampler.sample_indices_
+    array([0, 2])
+    """
+
+    _parameter_constraints = {
+        "budget": [
+            Interval(numbers.Integral, 1, None, closed="left"),
+            Interval(numbers.Real, 0, 1, closed="right"),
+        ],
+        "rule": [StrOptions(set(SAMPLING_RULES))],
+        "threshold": [Interval(numbers.Real, 0, 1, closed="both"), None],
+        "beta": [Interval(numbers.Real, 0, None, closed="neither")],
+        "explore": [Interval(numbers.Real, 0, 1, closed="left")],
+        "design": [StrOptions(set(SAMPLING_DESIGNS))],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(
+        self,
+        budget=0.1,
+        *,
+        rule="threshold",
+        threshold=None,
+        beta=20.0,
+        explore=0.0,
+        design="fixed",
+        random_state=None,
+    ):
+        self.budget = budget
+        self.rule = rule
+        self.threshold = threshold
+        self.beta = beta
+        self.explore = explore
+        self.design = design
+        self.random_state = random_state
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, error_proba, y=None):
+        """Compute inclusion probabilities and draw the items to review.
+
+        Parameters
+        ----------
+        error_proba : array-like of shape (n_samples,) or (n_samples, 1)
+            Probability that each machine label is wrong, in [0, 1].
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : object
+        """
+        error_proba = check_error_proba(error_proba)
+        rng = check_random_state(self.random_state)
+        self.budget_ = resolve_budget(self.budget, error_proba.size)
+        self.inclusion_proba_ = inclusion_probabilities(
+            error_proba,
+            self.budget_,
+            rule=self.rule,
+            threshold=self.threshold,
+            beta=self.beta,
+            explore=self.explore,
+            random_state=rng,
+        )
+        self.reviewed_ = draw_sample(self.inclusion_proba_, design=self.design, random_state=rng)
+        selected = np.flatnonzero(self.reviewed_)
+        self.sample_indices_ = selected[np.argsort(-error_proba[selected], kind="stable")]
+        return self

@@ -1,0 +1,50 @@
+"""The statistics of ACT in pure numpy/scipy: sampling, the ACT loss, inference, metrics."""
+
+from .inference import LabelAccuracyEstimate, estimate_label_accuracy
+from .loss import (
+    act_coefficients,
+    act_loss,
+    act_soft_targets,
+    act_weights,
+    soft_target_cross_entropy,
+)
+from .metrics import (
+    annotation_quality_gain,
+    aqg_curve,
+    budget_efficiency,
+    criticizer_auroc,
+    expected_calibration_error,
+    final_labels,
+)
+from .sampling import (
+    SAMPLING_DESIGNS,
+    SAMPLING_RULES,
+    check_error_proba,
+    draw_sample,
+    inclusion_probabilities,
+    resolve_budget,
+    water_fill,
+)
+
+__all__ = [
+    "LabelAccuracyEstimate",
+    "SAMPLING_DESIGNS",
+    "SAMPLING_RULES",
+    "act_coefficients",
+    "act_loss",
+    "act_soft_targets",
+    "act_weights",
+    "annotation_quality_gain",
+    "aqg_curve",
+    "budget_efficiency",
+    "check_error_proba",
+    "criticizer_auroc",
+    "draw_sample",
+    "estimate_label_accuracy",
+    "expected_calibration_error",
+    "final_labels",
+    "inclusion_probabilities",
+    "resolve_budget",
+    "soft_target_cross_entropy",
+    "water_fill",
+]

@@ -1,0 +1,154 @@
+"""The ACT loss: inverse-probability weighting of human corrections.
+
+For a per-item loss ``l_theta``, review indicators ``xi`` drawn with inclusion
+probabilities ``pi`` and ``w_i = xi_i / pi_i`` (0 where ``xi_i = 0``)::
+
+    L(theta) = 1/n sum_i [ lam * l(x_i, m_i) + w_i * (l(x_i, h_i) - lam * l(x_i, m_i)) ]
+
+``lam = 1`` is the ACT paper's loss (active M-estimation); ``lam = 0`` is pure
+inverse-probability weighting of the human labels. Because ``E[w_i] = 1`` whenever
+``pi_i > 0``, ``E[L(theta)]`` is the loss on fully human labels for every ``lam``.
+With ``pi`` in {0, 1} (the threshold rule) the loss is plain training on the
+corrected labels.
+
+For a softmax model with logits ``z_i`` the loss is cross-entropy against signed
+soft targets ``q_i = lam * (1 - w_i) * onehot(m_i) + w_i * onehot(h_i)``::
+
+    L_i = (lam + w_i * (1 - lam)) * logsumexp(z_i) - q_i . z_i
+
+The coefficient of ``logsumexp`` is non-negative, so ``L`` is convex in the
+weights of a linear model even where ``q`` has negative entries.
+"""
+
+import numpy as np
+
+
+def act_weights(reviewed, inclusion_proba):
+    """Inverse-probability weights ``w_i = xi_i / pi_i`` (0 for unreviewed items).
+
+    Raises
+    ------
+    ValueError
+        If a reviewed item has ``inclusion_proba == 0``: such an item could never
+        have been drawn, so the design that produced it is not the one given.
+    """
+    reviewed = np.asarray(reviewed, dtype=bool)
+    inclusion_proba = np.asarray(inclusion_proba, dtype=float)
+    if reviewed.shape != inclusion_proba.shape:
+        raise ValueError(
+            f"reviewed has shape {reviewed.shape} but inclusion_proba has shape "
+            f"{inclusion_proba.shape}; pass one value per item for both."
+        )
+    impossible = reviewed & ~(inclusion_proba > 0)
+    if impossible.any():
+        first = int(np.flatnonzero(impossible)[0])
+        raise ValueError(
+            f"{int(impossible.sum())} reviewed item(s) have inclusion_proba 0 (the first at "
+            f"index {first}); a reviewed item needs the probability with which it was "
+            "selected. Pass the inclusion_proba the sampler produced."
+        )
+    weights = np.zeros(reviewed.shape, dtype=float)
+    weights[reviewed] = 1.0 / inclusion_proba[reviewed]
+    return weights
+
+
+def act_coefficients(weights, power=1.0):
+    """Per-item weights of the machine-label and human-label loss terms.
+
+    Returns ``(machine_coef, human_coef)`` with ``machine_coef = power * (1 - w)``
+    (negative where ``w > 1``) and ``human_coef = w``, so that the ACT loss is
+    ``mean(machine_coef * l(m) + human_coef * l(h))``.
+    """
+    weights = np.asarray(weights, dtype=float)
+    _check_power(power)
+    return power * (1.0 - weights), weights
+
+
+def act_soft_targets(machine_codes, human_codes, weights, n_classes, power=1.0):
+    """Signed soft targets ``q`` of shape (n_samples, n_classes).
+
+    Parameters
+    ----------
+    machine_codes : array-like of int, shape (n_samples,)
+        Machine labels as class indices in ``[0, n_classes)``.
+    human_codes : array-like of int, shape (n_samples,)
+        Human labels as class indices; read only where ``weights > 0``.
+    weights : array-like of shape (n_samples,)
+        ``w = xi / pi`` from :func:`act_weights`.
+    n_classes : int
+    power : float in [0, 1], default=1.0
+
+    Returns
+    -------
+    targets : ndarray of shape (n_samples, n_classes)
+        Rows sum to ``power + w * (1 - power)``, which is non-negative.
+    """
+    machine_coef, human_coef = act_coefficients(weights, power)
+    machine_codes = np.asarray(machine_codes, dtype=np.intp)
+    rows = np.arange(machine_codes.size)
+    targets = np.zeros((machine_codes.size, n_classes))
+    targets[rows, machine_codes] = machine_coef
+    has_human = human_coef > 0
+    human_codes = np.asarray(human_codes)[has_human].astype(np.intp)
+    np.add.at(targets, (rows[has_human], human_codes), human_coef[has_human])
+    return targets
+
+
+def soft_target_cross_entropy(logits, targets, sample_weight=None):
+    """Weighted mean of ``sum(q) * logsumexp(z) - q . z`` and its gradient in ``z``.
+
+    Parameters
+    ----------
+    logits : ndarray of shape (n_samples, n_classes)
+    targets : ndarray of shape (n_samples, n_classes)
+        Signed soft targets (:func:`act_soft_targets`) or one-hot labels.
+    sample_weight : ndarray of shape (n_samples,) or None
+
+    Returns
+    -------
+    loss : float
+    grad : ndarray of shape (n_samples, n_classes)
+        ``d loss / d logits``: ``(sum(q) * softmax(z) - q) * s / sum(s)``.
+    """
+    n_samples = logits.shape[0]
+    if sample_weight is None:
+        scale = np.full(n_samples, 1.0 / n_samples)
+    else:
+        scale = np.asarray(sample_weight, dtype=float) / np.sum(sample_weight)
+    # One pass of exp serves both logsumexp and softmax.
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp_shifted = np.exp(shifted)
+    normalizer = exp_shifted.sum(axis=1)
+    target_mass = targets.sum(axis=1)
+    per_item = target_mass * np.log(normalizer) - np.einsum("ij,ij->i", targets, shifted)
+    loss = scale @ per_item
+    grad = exp_shifted * (target_mass * scale / normalizer)[:, None] - targets * scale[:, None]
+    return float(loss), grad
+
+
+def act_loss(machine_losses, human_losses, weights, power=1.0, sample_weight=None):
+    """The ACT loss from per-item losses on machine and human labels.
+
+    ``human_losses`` is read only where ``weights > 0`` (it may hold NaN elsewhere).
+
+    Examples
+    --------
+    >>> from act_sklearn.stats import act_loss
+    >>> act_loss([1.0, 2.0], [0.5, 0.0], weights=[2.0, 0.0])
+    1.0
+    """
+    machine_losses = np.asarray(machine_losses, dtype=float)
+    machine_coef, human_coef = act_coefficients(weights, power)
+    human_term = np.zeros_like(machine_losses)
+    has_human = human_coef > 0
+    human_term[has_human] = human_coef[has_human] * np.asarray(human_losses, dtype=float)[has_human]
+    per_item = machine_coef * machine_losses + human_term
+    if sample_weight is None:
+        return float(per_item.mean())
+    sample_weight = np.asarray(sample_weight, dtype=float)
+    return float(per_item @ sample_weight / sample_weight.sum())
+
+
+def _check_power(power):
+    if not 0.0 <= power <= 1.0:
+        raise ValueError(f"power must lie in [0, 1]; got {power!r}.")

@@ -1,0 +1,285 @@
+"""Sampling rules and designs: from error probabilities to a human-review sample.
+
+A *rule* maps the criticizer's error probabilities ``e`` and a budget ``B`` to
+inclusion probabilities ``pi`` with ``0 <= pi <= 1`` and ``sum(pi) = B`` (or
+less, when ``e`` offers fewer candidates). A *design* then draws the review
+indicator ``xi`` with ``P(xi_i = 1) = pi_i``.
+
+Rules
+-----
+``threshold``
+    The top-B items by ``e`` get ``pi = 1``, the rest ``pi = 0``; ties are broken
+    at random. An optional ``threshold`` tau restricts review to ``e >= tau``.
+``normalize``
+    ``pi_i = min(1, c * e_i)`` with ``c`` found by water-filling so that
+    ``sum(pi) = B`` (the proportional rule of active inference).
+``sigmoid``
+    ``pi_i = 1 / (1 + exp(-beta * (e_i - alpha)))`` with ``alpha`` solved so that
+    ``sum(pi) = B`` (the ACT paper's "exponential weighting").
+
+Every rule takes ``explore`` in [0, 1): ``pi <- (1 - explore) * pi + explore * B / n``
+(uniform mixing, Zrnic & Candes 2024). With ``explore > 0`` every ``pi > 0``, which
+keeps the ACT loss unbiased and the final label accuracy estimable.
+
+Designs
+-------
+``fixed``
+    Systematic probability-proportional-to-size sampling over a random order:
+    exactly ``round(sum(pi))`` items (never more than the budget) and exact
+    first-order inclusion probabilities ``pi``.
+``bernoulli``
+    Independent draws ``xi_i ~ Bernoulli(pi_i)``; the budget holds in expectation.
+"""
+
+import numbers
+
+import numpy as np
+from scipy.optimize import brentq
+from scipy.special import expit
+
+SAMPLING_RULES = ("threshold", "normalize", "sigmoid")
+SAMPLING_DESIGNS = ("fixed", "bernoulli")
+
+# Sums of inclusion probabilities within this distance of an integer are that integer.
+_SUM_TOLERANCE = 1e-9
+
+
+def check_error_proba(error_proba, name="error_proba"):
+    """Return ``error_proba`` as a 1-D float array, or raise a clear ``ValueError``."""
+    error_proba = np.asarray(error_proba, dtype=float)
+    if error_proba.ndim == 2 and error_proba.shape[1] == 1:
+        error_proba = error_proba[:, 0]
+    if error_proba.ndim != 1:
+        raise ValueError(
+            f"{name} must be a 1-D array with one probability per item; "
+            f"got shape {error_proba.shape}."
+        )
+    if error_proba.size == 0:
+        raise ValueError(f"{name} is empty; pass one probability per item.")
+    bad = ~np.isfinite(error_proba) | (error_proba < 0) | (error_proba > 1)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"{name} must lie in [0, 1] with no NaN; {int(bad.sum())} value(s) do not, "
+            f"the first at index {first} ({error_proba[first]!r}). Clip or recalibrate "
+            "the criticizer's scores into probabilities."
+        )
+    return error_proba
+
+
+def resolve_budget(budget, n_samples):
+    """Turn a budget (an item count, or a fraction of ``n_samples``) into an item count.
+
+    A fractional budget is rounded down, so a user is never charged for more
+    reviews than asked for.
+    """
+    if isinstance(budget, (bool, np.bool_)) or not isinstance(budget, numbers.Real):
+        raise ValueError(
+            f"budget must be an int (items) or a float in (0, 1] (a fraction of the "
+            f"items); got {budget!r}."
+        )
+    if isinstance(budget, numbers.Integral):
+        n_items = int(budget)
+        if not 0 < n_items <= n_samples:
+            raise ValueError(
+                f"budget={n_items} items is outside [1, {n_samples}] for {n_samples} "
+                "items; ask for at least one review and no more than there are items."
+            )
+        return n_items
+    if not (np.isfinite(budget) and 0 < budget <= 1):
+        raise ValueError(
+            f"a fractional budget must lie in (0, 1]; got {budget!r}. Pass an int for a "
+            "number of items."
+        )
+    n_items = int(np.floor(budget * n_samples + _SUM_TOLERANCE))
+    if n_items < 1:
+        raise ValueError(
+            f"budget={budget!r} of {n_samples} items is less than one review; raise the "
+            "budget or pass an item count."
+        )
+    return n_items
+
+
+def _top_k_mask(scores, k, rng):
+    """Boolean mask of the ``k`` largest scores, ties broken uniformly at random."""
+    order = np.lexsort((rng.random(scores.size), -scores))
+    mask = np.zeros(scores.size, dtype=bool)
+    mask[order[:k]] = True
+    return mask
+
+
+def _threshold_rule(error_proba, n_items, threshold, rng):
+    eligible = np.ones(error_proba.size, dtype=bool)
+    if threshold is not None:
+        eligible = error_proba >= threshold
+    scores = np.where(eligible, error_proba, -np.inf)
+    k = min(n_items, int(eligible.sum()))
+    return _top_k_mask(scores, k, rng).astype(float)
+
+
+def water_fill(weights, total):
+    """Return ``min(1, c * weights)`` with ``c`` chosen so that the sum is ``total``.
+
+    If fewer than ``total`` weights are positive, every positive weight gets 1
+    and the sum falls short of ``total``.
+    """
+    weights = np.asarray(weights, dtype=float)
+    positive = weights > 0
+    if positive.sum() <= total:
+        return positive.astype(float)
+    sorted_desc = np.sort(weights)[::-1]
+    tail_sums = np.cumsum(sorted_desc[::-1])[::-1]  # tail_sums[k] = sum(sorted_desc[k:])
+    # With the top k capped at 1, the rest share total - k: c_k = (total - k) / tail_sums[k].
+    # The smallest k whose (k+1)-th weight stays below the cap is the solution.
+    k = np.arange(min(int(np.ceil(total)), sorted_desc.size))
+    fits = (total - k) * sorted_desc[k] <= tail_sums[k] * (1 + 1e-12)
+    k_capped = int(k[np.argmax(fits)])
+    scale = (total - k_capped) / tail_sums[k_capped]
+    return np.minimum(1.0, scale * weights)
+
+
+def _normalize_rule(error_proba, n_items):
+    return water_fill(error_proba, n_items)
+
+
+def _sigmoid_rule(error_proba, n_items, beta):
+    n_samples = error_proba.size
+    if n_items >= n_samples:
+        return np.ones(n_samples)
+    # Far enough out that every item sits on one plateau of the sigmoid.
+    margin = (np.log(n_samples) + 40.0) / beta
+
+    def excess(alpha):
+        return expit(beta * (error_proba - alpha)).sum() - n_items
+
+    alpha = brentq(
+        excess,
+        error_proba.min() - margin,
+        error_proba.max() + margin,
+        xtol=1e-14,
+        rtol=4 * np.finfo(float).eps,
+        maxiter=500,
+    )
+    proba = expit(beta * (error_proba - alpha))
+    # Remove the root finder's residual so the sum is the budget to machine precision.
+    return water_fill(proba, n_items) if proba.sum() > n_items else proba
+
+
+def inclusion_probabilities(
+    error_proba,
+    budget,
+    *,
+    rule="threshold",
+    threshold=None,
+    beta=20.0,
+    explore=0.0,
+    random_state=None,
+):
+    """Inclusion probabilities for human review from error probabilities.
+
+    Parameters
+    ----------
+    error_proba : array-like of shape (n_samples,)
+        The criticizer's probability that each machine label is wrong, in [0, 1].
+    budget : int or float
+        Number of items to review, or a fraction of ``n_samples`` in (0, 1]
+        (rounded down).
+    rule : {"threshold", "normalize", "sigmoid"}, default="threshold"
+        How error probabilities become inclusion probabilities (module docstring).
+    threshold : float in [0, 1] or None, default=None
+        ``threshold`` rule only: review only items with ``error_proba >= threshold``.
+    beta : float > 0, default=20.0
+        ``sigmoid`` rule only: the sharpness; large values approach the threshold rule.
+    explore : float in [0, 1), default=0.0
+        Fraction of the budget spread uniformly over all items.
+    random_state : int, RandomState instance or None, default=None
+        Breaks ties in the ``threshold`` rule.
+
+    Returns
+    -------
+    inclusion_proba : ndarray of shape (n_samples,)
+        ``0 <= pi <= 1`` and ``sum(pi) <= B`` (equal to B unless the rule has
+        fewer candidates than B).
+
+    Examples
+    --------
+    >>> from act_sklearn.stats import inclusion_probabilities
+    >>> inclusion_probabilities([0.9, 0.1, 0.5, 0.2], budget=2)
+    array([1., 0., 1., 0.])
+    >>> inclusion_probabilities([0.9, 0.1, 0.5, 0.2], budget=2, explore=0.5)
+    array([0.75, 0.25, 0.75, 0.25])
+    """
+    error_proba = check_error_proba(error_proba)
+    n_samples = error_proba.size
+    n_items = resolve_budget(budget, n_samples)
+    if rule not in SAMPLING_RULES:
+        raise ValueError(f"rule must be one of {SAMPLING_RULES}; got {rule!r}.")
+    if not (isinstance(explore, numbers.Real) and 0 <= explore < 1):
+        raise ValueError(f"explore must be a float in [0, 1); got {explore!r}.")
+    if threshold is not None and not (isinstance(threshold, numbers.Real) and 0 <= threshold <= 1):
+        raise ValueError(f"threshold must be None or a float in [0, 1]; got {threshold!r}.")
+    if not (isinstance(beta, numbers.Real) and beta > 0):
+        raise ValueError(f"beta must be a positive float; got {beta!r}.")
+    rng = np.random.default_rng(_seed_from(random_state))
+
+    if rule == "threshold":
+        proba = _threshold_rule(error_proba, n_items, threshold, rng)
+    elif rule == "normalize":
+        proba = _normalize_rule(error_proba, n_items)
+    else:
+        proba = _sigmoid_rule(error_proba, n_items, beta)
+
+    if explore > 0:
+        proba = (1 - explore) * proba + explore * n_items / n_samples
+    return np.clip(proba, 0.0, 1.0)
+
+
+def _seed_from(random_state):
+    """A numpy ``Generator`` seed from scikit-learn's ``random_state`` conventions."""
+    if isinstance(random_state, np.random.RandomState):
+        return random_state.randint(np.iinfo(np.int32).max)
+    return random_state
+
+
+def draw_sample(inclusion_proba, *, design="fixed", random_state=None):
+    """Draw the review indicator ``xi`` with ``P(xi_i = 1) = inclusion_proba[i]``.
+
+    Parameters
+    ----------
+    inclusion_proba : array-like of shape (n_samples,)
+        Inclusion probabilities in [0, 1].
+    design : {"fixed", "bernoulli"}, default="fixed"
+        ``fixed`` reviews exactly ``round(sum(pi))`` items (systematic PPS sampling
+        over a random order, exact inclusion probabilities; when ``sum(pi)`` is not
+        an integer, its floor or ceiling). ``bernoulli`` draws independently.
+    random_state : int, RandomState instance or None, default=None
+
+    Returns
+    -------
+    reviewed : ndarray of bool, shape (n_samples,)
+
+    Notes
+    -----
+    Systematic sampling lays the items in a random order on [0, sum(pi)), each
+    taking an interval of length pi_i, and selects the items hit by the points
+    u, u + 1, u + 2, ... with u ~ U[0, 1). An interval of length pi_i <= 1 holds at
+    most one point, and is hit with probability exactly pi_i.
+    """
+    proba = check_error_proba(inclusion_proba, name="inclusion_proba")
+    if design not in SAMPLING_DESIGNS:
+        raise ValueError(f"design must be one of {SAMPLING_DESIGNS}; got {design!r}.")
+    rng = np.random.default_rng(_seed_from(random_state))
+    if design == "bernoulli":
+        return rng.random(proba.size) < proba
+
+    order = rng.permutation(proba.size)
+    edges = np.cumsum(proba[order])
+    total = edges[-1]
+    if abs(total - round(total)) < _SUM_TOLERANCE * max(1.0, total):
+        edges[-1] = round(total)  # exact integer total: exactly that many reviews
+    offset = rng.random()
+    hits = np.floor(edges - offset)
+    hit_counts = np.diff(hits, prepend=np.floor(-offset))
+    reviewed = np.zeros(proba.size, dtype=bool)
+    reviewed[order] = hit_counts > 0
+    return reviewed
