@@ -148,7 +148,7 @@ class ACTClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     >>> act = act.fit(X / 16, y, machine_labels=machine, error_proba=error_proba)
     >>> int(act.n_human_labels_)
     359
-    >>> act.label_accuracy_.ci_low < act.label_accuracy_.accuracy
+    >>> bool(act.label_accuracy_.ci_low < act.label_accuracy_.accuracy)
     True
     """
 

@@ -35,7 +35,7 @@ class ClassifierCriticizer(BaseEstimator):
     >>> from sklearn.linear_model import LogisticRegression
     >>> from act_sklearn import ClassifierCriticizer
     >>> X, y = load_iris(return_X_y=True)
-    >>> critic = ClassifierCriticizer(FrozenEstimator(LogisticRegression().fit(X, y)))
+    >>> critic = ClassifierCriticizer(FrozenEstimator(LogisticRegression(max_iter=1000).fit(X, y)))
     >>> critic.fit(X).predict_error_proba(X[:2], [0, 2]).round(2)
     array([0.02, 1.  ])
     """

@@ -195,7 +195,7 @@ def test_any_classifier_trains_on_corrected_labels_under_threshold(job):
 
 def test_negative_weights_are_refused_with_the_learners_that_can_take_them(job):
     X, y, machine, error_proba = job["X"], job["y"], job["machine"], job["error_proba"]
-    act = ACTClassifier(LogisticRegression(), sampler=ACTSampler(budget=0.2, explore=0.2, random_state=0))
+    act = ACTClassifier(LogisticRegression(max_iter=1000), sampler=ACTSampler(budget=0.2, explore=0.2, random_state=0))
     with pytest.raises(ValueError, match="ACTLogisticRegression or ACTNeuralNetClassifier"):
         act.fit(X, y, machine_labels=machine, error_proba=error_proba)
     act.set_params(power=0.0).fit(X, y, machine_labels=machine, error_proba=error_proba)  # IPW only: fine

@@ -13,7 +13,7 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from ..stats.loss import act_soft_targets, soft_target_cross_entropy
+from ..stats.loss import SoftTargetCrossEntropy, act_soft_targets
 
 
 class ACTLogisticRegression(LinearClassifierMixin, ClassifierMixin, BaseEstimator):
@@ -137,6 +137,7 @@ class ACTLogisticRegression(LinearClassifierMixin, ClassifierMixin, BaseEstimato
         class_mass = sample_weight @ targets
         self.intercept_penalized_ = bool(self.fit_intercept and class_mass.min() <= 0)
         penalized = slice(None) if self.intercept_penalized_ else slice(0, n_features)
+        cross_entropy = SoftTargetCrossEntropy(targets, sample_weight)
 
         def objective(flat_params):
             params = flat_params.reshape(n_rows, n_params)
@@ -144,9 +145,7 @@ class ACTLogisticRegression(LinearClassifierMixin, ClassifierMixin, BaseEstimato
             scores = np.asarray(X @ coef.T)
             if self.fit_intercept:
                 scores += params[:, n_features]
-            loss, grad_logits = soft_target_cross_entropy(
-                self._logits(scores), targets, sample_weight
-            )
+            loss, grad_logits = cross_entropy(self._logits(scores))
             grad_scores = grad_logits[:, 1:] if n_rows == 1 else grad_logits
             grad = np.empty_like(params)
             grad[:, :n_features] = np.asarray(X.T @ grad_scores).T
