@@ -1,0 +1,17 @@
+"""The README's Python examples run as written, in order, in one namespace."""
+
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_readme_python_examples_run(capsys):
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    assert len(blocks) >= 2
+    namespace = {}
+    for block in blocks:
+        exec(compile(block, str(README), "exec"), namespace)
+    output = capsys.readouterr().out
+    assert "human labels" in output and "90% CI" in output
+    assert namespace["act"].n_human_labels_ == namespace["sampler"].budget_
