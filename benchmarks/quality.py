@@ -48,6 +48,7 @@ from act_sklearn import ACTClassifier, ACTSampler
 from act_sklearn.stats import (
     annotation_quality_gain,
     budget_efficiency,
+    act_weights,
     criticizer_auroc,
     expected_calibration_error,
 )
@@ -65,6 +66,7 @@ from act_fashion_mnist import (  # noqa: E402  (shared set-up, see the module do
 BUDGETS = (0.05, 0.10, 0.15, 0.20, 0.30, 0.40)  # plus the annotator's error rate
 RULES = ("threshold", "normalize", "sigmoid")
 EXPLORE = 0.1  # explore > 0 variant of every rule
+CLIP = 1.0  # bound on negative ACT target weights in the clipped column
 SENSITIVITY_EXPLORE = 0.2  # extra runs at the error-rate budget
 SEEDS = (0, 1, 2)  # seeds of the review draw
 DATA_SEED = 0  # seed of the splits, seed sets and models
@@ -91,10 +93,18 @@ def _run(task, budget, rule, explore, seed):
         test_accuracy = act.score(task.X_test, task.y_test)
         pi = act.inclusion_proba_
         if np.all((pi == 0) | (pi == 1)):
-            refit_accuracy = test_accuracy  # the ACT loss is plain training here
+            refit_accuracy = clip_accuracy = test_accuracy  # the ACT loss is plain training here
         else:
             refit = downstream_model().fit(task.X_pool, act.final_labels_)
             refit_accuracy = refit.score(task.X_test, task.y_test)
+            # The same review sample, the ACT loss with its negative weights clipped at -CLIP.
+            clipped = downstream_model().set_params(clip=CLIP).fit(
+                task.X_pool,
+                np.where(act.reviewed_, y_pool, -1),
+                machine_labels=machine,
+                act_weight=act_weights(act.reviewed_, pi),
+            )
+            clip_accuracy = clipped.score(task.X_test, task.y_test)
     estimate = act.label_accuracy_
     true_accuracy = float(np.mean(act.final_labels_ == y_pool))
     reviewed = act.reviewed_
@@ -112,6 +122,7 @@ def _run(task, budget, rule, explore, seed):
         max_weight=float(np.max(1.0 / pi[reviewed])) if reviewed.any() else 0.0,
         test_accuracy=test_accuracy,
         refit_accuracy=refit_accuracy,
+        clip_accuracy=clip_accuracy,
         n_convergence_warnings=sum(issubclass(w.category, ConvergenceWarning) for w in caught),
         seconds=time.perf_counter() - start,
     )
@@ -201,6 +212,8 @@ def _summary(runs):
         test_std=float(test.std()),
         test_min=float(test.min()),
         refit_mean=float(np.mean([r["refit_accuracy"] for r in runs])),
+        clip_mean=float(np.mean([r["clip_accuracy"] for r in runs])),
+        clip_min=float(np.min([r["clip_accuracy"] for r in runs])),
     )
 
 
@@ -209,8 +222,8 @@ def _summary(runs):
 _HEADER = (
     "| budget | method | human labels | final-label acc (true) | estimate "
     f"[{CONFIDENCE:.0%} CI], seed {{seed}} | CI covers truth | AQG | budget eff. | max 1/π "
-    "| test acc, ACT (mean ± std) | test acc, unweighted refit |\n"
-    "|---|---|---:|---:|---:|:---:|---:|---:|---:|---:|---:|"
+    "| test acc, ACT (mean ± std) | test acc, ACT clip=1 | test acc, unweighted refit |\n"
+    "|---|---|---:|---:|---:|:---:|---:|---:|---:|---:|---:|---:|"
 )
 
 
@@ -219,7 +232,7 @@ def _row(budget_label, method, s):
         f"| {budget_label} | {method} | {s['n_human']:.0f} | {s['final']:.2%} | "
         f"{s['estimate']} | {s['covered']} | {s['aqg']:+.2%} | {s['efficiency']:.2f} | "
         f"{s['max_weight']:.3g} | {s['test_mean']:.2%} ± {s['test_std']:.2%} | "
-        f"{s['refit_mean']:.2%} |"
+        f"{s['clip_mean']:.2%} | {s['refit_mean']:.2%} |"
     )
 
 
@@ -326,6 +339,24 @@ def targets_report(results):
                 f"    - {budget:.0%}, {_method_name(rule, explore)}: {s['test_mean']:.2%} "
                 f"(worst seed {s['test_min']:.2%}); unweighted refit on the same final "
                 f"labels {s['refit_mean']:.2%}"
+            )
+        clipped_failures = [
+            (budget, rule, s)
+            for budget in r["budgets"]
+            for rule, explore in r["methods"]
+            if rule is not None and explore > 0
+            for s in [_summary(_select(r, budget, rule, explore))]
+            if s["clip_min"] < r["machine"]
+        ]
+        verdict = "MET" if not clipped_failures else "NOT MET"
+        lines.append(
+            f"(b, clip={CLIP:g}) {r['name']}: the same runs with the negative ACT weights "
+            f"clipped at -{CLIP:g}: {len(clipped_failures)} of {n_checked} (rule, budget) pairs "
+            f"have a seed below full-machine training -> **{verdict}**."
+        )
+        for budget, rule, s in clipped_failures:
+            lines.append(
+                f"    - {budget:.0%}, {_method_name(rule, EXPLORE)}: worst seed {s['clip_min']:.2%}"
             )
     lines.append("")
     return lines

@@ -115,3 +115,20 @@ def test_design_inputs_must_come_together_and_match():
 def test_single_class_is_a_clear_error():
     with pytest.raises(ValueError, match="only one class"):
         ACTLogisticRegression().fit(np.ones((4, 2)), [1, 1, 1, 1])
+
+
+def test_clip_changes_only_act_designs_with_negative_weights():
+    X, y = _scaled(load_iris)
+    np.testing.assert_allclose(
+        ACTLogisticRegression(clip=0.0).fit(X, y).coef_, ACTLogisticRegression().fit(X, y).coef_
+    )
+    rng = np.random.default_rng(0)
+    machine = np.where(rng.random(y.size) < 0.3, (y + 1) % 3, y)
+    proba = np.full(y.size, 0.05)
+    reviewed = rng.random(y.size) < proba
+    reviewed[np.flatnonzero(machine != y)[:3]] = True  # some wrong machine labels under review
+    weights = act_weights(reviewed, proba)
+    human = np.where(reviewed, y, -1)
+    exact = ACTLogisticRegression(max_iter=2000).fit(X, human, machine_labels=machine, act_weight=weights)
+    clipped = ACTLogisticRegression(max_iter=2000, clip=1.0).fit(X, human, machine_labels=machine, act_weight=weights)
+    assert np.abs(clipped.coef_).max() < np.abs(exact.coef_).max()

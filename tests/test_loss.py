@@ -133,3 +133,16 @@ def test_act_loss_without_explore_is_biased_under_threshold():
     reviewed = draw_sample(proba, random_state=0)
     loss = act_loss(_cross_entropies(logits, machine), _cross_entropies(logits, human), act_weights(reviewed, proba))
     assert loss - _cross_entropies(logits, human).mean() > 0.3
+
+
+def test_clip_bounds_the_negative_targets_and_leaves_the_rest():
+    rng = np.random.default_rng(0)
+    machine, human = rng.integers(0, 4, 100), rng.integers(0, 4, 100)
+    proba = rng.uniform(0.01, 1, 100)
+    weights = act_weights(rng.random(100) < proba, proba)
+    exact = act_soft_targets(machine, human, weights, 4)
+    clipped = act_soft_targets(machine, human, weights, 4, clip=1.0)
+    assert exact.min() < -1 and clipped.min() >= -1
+    np.testing.assert_array_equal(clipped[exact >= -1], exact[exact >= -1])
+    with pytest.raises(ValueError, match="clip"):
+        act_soft_targets(machine, human, weights, 4, clip=-1.0)

@@ -35,6 +35,12 @@ class ACTLogisticRegression(LinearClassifierMixin, ClassifierMixin, BaseEstimato
         L-BFGS stops when the largest gradient component falls below ``tol``.
     max_iter : int, default=100
         Maximum number of L-BFGS iterations.
+    clip : float >= 0 or None, default=None
+        ACT design only: bound on the negative machine-label target weight
+        (:func:`act_sklearn.stats.act_soft_targets`). None is the exact, unbiased
+        ACT loss; ``clip=1`` kept every explore > 0 configuration above
+        machine-label training in ``benchmarks/quality.py``, where the exact loss
+        fell below it at small budgets. No effect on ordinary labels.
 
     Attributes
     ----------
@@ -91,13 +97,15 @@ class ACTLogisticRegression(LinearClassifierMixin, ClassifierMixin, BaseEstimato
         "fit_intercept": ["boolean"],
         "tol": [Interval(numbers.Real, 0, None, closed="left")],
         "max_iter": [Interval(numbers.Integral, 0, None, closed="left")],
+        "clip": [Interval(numbers.Real, 0, None, closed="left"), None],
     }
 
-    def __init__(self, C=1.0, *, fit_intercept=True, tol=1e-4, max_iter=100):
+    def __init__(self, C=1.0, *, fit_intercept=True, tol=1e-4, max_iter=100, clip=None):
         self.C = C
         self.fit_intercept = fit_intercept
         self.tol = tol
         self.max_iter = max_iter
+        self.clip = clip
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None, *, machine_labels=None, act_weight=None, power=1.0):
@@ -222,7 +230,7 @@ class ACTLogisticRegression(LinearClassifierMixin, ClassifierMixin, BaseEstimato
         human_codes = np.zeros_like(machine_codes)
         human_codes[reviewed] = np.searchsorted(self.classes_, y[reviewed])
         return act_soft_targets(
-            machine_codes, human_codes, act_weight, self.classes_.size, power
+            machine_codes, human_codes, act_weight, self.classes_.size, power, self.clip
         )
 
     @staticmethod
