@@ -46,9 +46,9 @@ from sklearn.utils import Bunch
 
 from act_sklearn import ACTClassifier, ACTSampler
 from act_sklearn.stats import (
+    act_weights,
     annotation_quality_gain,
     budget_efficiency,
-    act_weights,
     criticizer_auroc,
     expected_calibration_error,
 )

@@ -33,7 +33,12 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils import Bunch
 
-from act_sklearn import ACTClassifier, ACTLogisticRegression, ACTSampler, ClassifierCriticizer
+from act_sklearn import (
+    ACTClassifier,
+    ACTLogisticRegression,
+    ACTSampler,
+    ClassifierCriticizer,
+)
 from act_sklearn.datasets import load_fashion_mnist
 from act_sklearn.stats import criticizer_auroc, expected_calibration_error
 

@@ -14,7 +14,12 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from act_sklearn import ACTClassifier, ACTLogisticRegression, ACTSampler, ClassifierCriticizer
+from act_sklearn import (
+    ACTClassifier,
+    ACTLogisticRegression,
+    ACTSampler,
+    ClassifierCriticizer,
+)
 
 
 @pytest.fixture(scope="module")

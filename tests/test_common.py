@@ -1,8 +1,8 @@
 """scikit-learn's estimator checks for every estimator, from one table of instances."""
 
-import numpy as np
 import pickle
 
+import numpy as np
 import pytest
 from sklearn.base import clone
 from sklearn.utils.estimator_checks import parametrize_with_checks

@@ -3,7 +3,11 @@
 import numpy as np
 import pytest
 
-from act_sklearn.stats import draw_sample, estimate_label_accuracy, inclusion_probabilities
+from act_sklearn.stats import (
+    draw_sample,
+    estimate_label_accuracy,
+    inclusion_probabilities,
+)
 
 
 def _labelling_job(n, error_rate, separation, seed):
