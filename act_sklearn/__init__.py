@@ -4,8 +4,11 @@ Machine labels, error probabilities from a criticizer, a human-review budget spe
 on the most suspicious items, and downstream training with the ACT loss.
 """
 
+from ._llm_estimator import LLMBatchError, LLMFailure, LLMFailureWarning
+from .annotator import MLLMAnnotator
 from .classifier import ACTClassifier
-from .criticizer import ClassifierCriticizer
+from .criticizer import ClassifierCriticizer, CriticizerEnsemble, MLLMCriticizer
+from .llm import LLMBackend, UsageLedger
 from .models.linear import ACTLogisticRegression
 from .sampler import ACTSampler
 from .stats.inference import LabelAccuracyEstimate
@@ -17,6 +20,14 @@ __all__ = [
     "ACTLogisticRegression",
     "ACTSampler",
     "ClassifierCriticizer",
+    "CriticizerEnsemble",
+    "LLMBackend",
+    "LLMBatchError",
+    "LLMFailure",
+    "LLMFailureWarning",
     "LabelAccuracyEstimate",
+    "MLLMAnnotator",
+    "MLLMCriticizer",
+    "UsageLedger",
     "__version__",
 ]

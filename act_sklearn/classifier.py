@@ -1,6 +1,8 @@
 """ACTClassifier: train any classifier on machine labels corrected by a budget of human reviews."""
 
+import copy
 import numbers
+import warnings
 
 import numpy as np
 from sklearn.base import (
@@ -10,6 +12,8 @@ from sklearn.base import (
     _fit_context,
     clone,
 )
+from sklearn.exceptions import NotFittedError
+from sklearn.pipeline import Pipeline
 from sklearn.utils import _safe_indexing
 from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.metadata_routing import (
@@ -28,6 +32,8 @@ from sklearn.utils.validation import (
     has_fit_parameter,
 )
 
+from ._llm_estimator import LLMBatchError, LLMFailure, LLMFailureWarning
+from .llm import UsageLedger
 from .models.linear import ACTLogisticRegression
 from .sampler import ACTSampler
 from .stats.inference import estimate_label_accuracy
@@ -36,6 +42,23 @@ from .stats.metrics import final_labels
 from .stats.sampling import check_error_proba
 
 UNLABELED = -1  # scikit-learn's marker for an item no human labelled
+
+
+def _act_design_prefix(estimator):
+    """How to pass the ACT design to ``estimator.fit``, or None if it cannot take it.
+
+    "" for an estimator that takes ``machine_labels``; "step__" for a Pipeline whose
+    last step does (a feature extractor before an ACT learner, so that the LLMs read
+    the raw items while the learner reads features). With metadata routing enabled
+    the Pipeline routes the plain names, which the last step must request.
+    """
+    if has_fit_parameter(estimator, "machine_labels"):
+        return ""
+    if isinstance(estimator, Pipeline) and estimator.steps:
+        name, last = estimator.steps[-1]
+        if last not in (None, "passthrough") and has_fit_parameter(last, "machine_labels"):
+            return "" if _routing_enabled() else f"{name}__"
+    return None
 
 
 def _estimator_has(attr):
@@ -139,6 +162,18 @@ class ACTClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         errors found when some item had ``inclusion_proba`` 0).
     n_features_in_ : int
         Number of features seen by ``estimator_`` (when it records it).
+    annotator_, criticizer_ : estimator
+        The components used (fitted with no data first if they were unfitted);
+        set only when ``fit`` called them.
+    failures_ : list of dict
+        Items whose LLM request failed (``index`` into X, ``stage``, ``reason``)
+        when the component has ``on_error="skip"``; with ``"raise"`` ``fit``
+        raises :class:`LLMBatchError` instead.
+    usable_indices_ : ndarray of int
+        Items of X that were used. When some failed, the per-item attributes
+        above (``machine_labels_``, ``reviewed_``, ...) cover these items only.
+    usage_ : UsageLedger
+        LLM requests, cache hits, retries and tokens of this ``fit``.
 
     Examples
     --------
@@ -226,7 +261,26 @@ class ACTClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                 "Found array with 0 sample(s) while a minimum of 1 is required; pass items to fit."
             )
 
+        self.failures_, self.usage_ = [], UsageLedger()
         machine_labels = self._machine_labels(X, machine_labels, n_samples)
+        if (
+            machine_labels is not None
+            and error_proba is None
+            and inclusion_proba is None
+            and self.criticizer is not None
+        ):
+            error_proba = self._criticize(X, machine_labels)
+        self.usable_indices_ = np.setdiff1d(
+            np.arange(n_samples), [f["index"] for f in self.failures_]
+        )
+        if self.failures_:  # on_error="skip": go on with the items that have answers
+            if self.usable_indices_.size == 0:
+                raise ValueError("Every LLM request failed; see failures_ and fix the endpoint.")
+            rows = self.usable_indices_
+            estimator_params = _check_method_params(X, estimator_params, indices=rows)
+            X, y, machine_labels = _safe_indexing(X, rows), y[rows], machine_labels[rows]
+            error_proba = None if error_proba is None else np.asarray(error_proba)[rows]
+            n_samples = rows.size
         self.machine_labels_ = machine_labels
         self.sampler_ = None
         self.error_proba_ = None
@@ -235,7 +289,7 @@ class ACTClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         elif inclusion_proba is not None:
             self._design_production(y, error_proba, inclusion_proba, n_samples)
         else:
-            self._design_simulation(X, y, error_proba, n_samples)
+            self._design_simulation(y, error_proba, n_samples)
 
         human_labels = np.where(self.reviewed_, y, self._fill_value(y, machine_labels))
         self._check_label_set(human_labels, machine_labels)
@@ -288,7 +342,14 @@ class ACTClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
 
     def _machine_labels(self, X, machine_labels, n_samples):
         if machine_labels is None and self.annotator is not None:
-            machine_labels = self.annotator.predict(X)
+            annotator = self._fitted_component(self.annotator)
+            self.annotator_ = annotator
+            if hasattr(annotator, "annotate"):  # LLM annotators report failures per item
+                annotations = self._with_usage(annotator, annotator.annotate, X)
+                self._record_failures(annotator, "annotate", annotations.failures, n_samples)
+                machine_labels = annotator.labels_from_index(annotations.label_index)
+            else:
+                machine_labels = annotator.predict(X)
         if machine_labels is None:
             return None
         machine_labels = column_or_1d(machine_labels)
@@ -298,6 +359,63 @@ class ACTClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                 f"{n_samples} items; pass one machine label per item."
             )
         return machine_labels
+
+    def _criticize(self, X, machine_labels):
+        criticizer = self._fitted_component(self.criticizer)
+        self.criticizer_ = criticizer
+        if not hasattr(criticizer, "criticize"):
+            return criticizer.predict_error_proba(X, machine_labels)
+        failed = np.isin(np.arange(machine_labels.size), [f["index"] for f in self.failures_])
+        rows = np.flatnonzero(~failed)  # no criticism of items without a label
+        criticism = self._with_usage(
+            criticizer, criticizer.criticize, _safe_indexing(X, rows), machine_labels[rows]
+        )
+        failures = [LLMFailure(int(rows[f.index]), f.reason) for f in criticism.failures]
+        self._record_failures(criticizer, "criticize", failures, rows.size)
+        error_proba = np.full(machine_labels.size, np.nan)
+        error_proba[rows] = criticism.error_proba
+        return error_proba
+
+    def _fitted_component(self, component):
+        """The component itself if fitted, else a clone fitted with no data.
+
+        An unfitted component must know its label set from its own parameters; the
+        classifier's ``classes`` is passed on to one whose ``classes`` is None.
+        Objects without ``fit`` are used as they are.
+        """
+        if not hasattr(component, "fit"):
+            return component
+        try:
+            check_is_fitted(component)
+            return component
+        except NotFittedError:
+            component = clone(component)
+        if self.classes is not None and component.get_params().get("classes", 0) is None:
+            component.set_params(classes=self.classes)
+        return component.fit()
+
+    def _with_usage(self, component, method, *args):
+        before = copy.copy(getattr(component, "usage_", None))
+        result = method(*args)
+        after = getattr(component, "usage_", None)
+        if before is not None and after is not None:
+            delta = copy.copy(after)
+            for name in delta.__dataclass_fields__:
+                setattr(delta, name, getattr(after, name) - getattr(before, name))
+            self.usage_.add(delta)
+        return result
+
+    def _record_failures(self, component, stage, failures, n_items):
+        if not failures:
+            return
+        if getattr(component, "on_error", "raise") == "raise":
+            raise LLMBatchError(f"{stage} requests", failures, n_items)
+        warnings.warn(
+            str(LLMBatchError(f"{stage} requests", failures, n_items)), LLMFailureWarning, stacklevel=4
+        )
+        self.failures_.extend(
+            {"index": f.index, "stage": stage, "reason": f.reason} for f in failures
+        )
 
     def _design_full_human(self, y, error_proba, inclusion_proba):
         if error_proba is not None or inclusion_proba is not None:
@@ -325,9 +443,7 @@ class ACTClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         self.reviewed_ = y != UNLABELED
         self.inclusion_proba_ = inclusion_proba
 
-    def _design_simulation(self, X, y, error_proba, n_samples):
-        if error_proba is None and self.criticizer is not None:
-            error_proba = self.criticizer.predict_error_proba(X, self.machine_labels_)
+    def _design_simulation(self, y, error_proba, n_samples):
         if error_proba is None:
             error_proba = np.full(n_samples, 0.5)  # no critic: review a uniform sample
         else:
@@ -361,7 +477,7 @@ class ACTClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     def _check_label_set(self, human_labels, machine_labels):
         classes = self.classes
         if classes is None and self.annotator is not None:
-            classes = getattr(self.annotator, "classes_", None)
+            classes = getattr(getattr(self, "annotator_", self.annotator), "classes_", None)
         if classes is None:
             return
         classes = np.asarray(classes)
@@ -380,15 +496,11 @@ class ACTClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     # -- training ----------------------------------------------------------
 
     def _fit_estimator(self, X, human_labels, machine_labels, weights, estimator_params):
-        if has_fit_parameter(self.estimator_, "machine_labels"):
-            self.estimator_.fit(
-                X,
-                human_labels,
-                machine_labels=machine_labels,
-                act_weight=weights,
-                power=self.power,
-                **estimator_params,
-            )
+        design_prefix = _act_design_prefix(self.estimator_)
+        if design_prefix is not None:
+            design = {"machine_labels": machine_labels, "act_weight": weights, "power": self.power}
+            design = {design_prefix + name: value for name, value in design.items()}
+            self.estimator_.fit(X, human_labels, **design, **estimator_params)
             return
         machine_coef, human_coef = act_coefficients(weights, self.power)
         machine_rows = np.flatnonzero(machine_coef != 0)

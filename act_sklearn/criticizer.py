@@ -3,13 +3,44 @@
 A criticizer is any object with ``predict_error_proba(X, labels)`` returning an
 array of probabilities in [0, 1], one per item. :class:`ClassifierCriticizer`
 builds one from a second, already trained probabilistic classifier (cross-
-criticism with a model other than the annotator).
+criticism with a model other than the annotator); :class:`MLLMCriticizer` asks an
+LLM; :class:`CriticizerEnsemble` averages several.
 """
 
+import json
+import numbers
+import re
+from dataclasses import dataclass
+
 import numpy as np
-from sklearn.base import BaseEstimator, _fit_context
-from sklearn.utils._param_validation import HasMethods
+from sklearn.base import BaseEstimator, _fit_context, clone
+from sklearn.exceptions import NotFittedError
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
+
+from ._llm_estimator import LLMEstimatorMixin, LLMFailure
+from .llm import UsageLedger
+from .llm.content import content_parts, iter_items
+from .llm.parsing import (
+    ParseError,
+    find_label_in_text,
+    label_distribution,
+    match_label,
+    message_content,
+    parse_json_answer,
+    parse_percent,
+)
+from .llm.prompts import (
+    CRITIC_STRATEGIES,
+    CRITIC_STRATEGY_TEXT,
+    CRITIC_SYSTEM,
+    DEFAULT_INSTRUCTIONS,
+    OUTPUT_MODES,
+    answer_format,
+    criticism_schema,
+    format_labels,
+    response_format,
+)
 
 
 class ClassifierCriticizer(BaseEstimator):
@@ -87,3 +118,320 @@ class ClassifierCriticizer(BaseEstimator):
         known = self.classes_[column] == labels
         label_proba = np.where(known, proba[np.arange(labels.size), column], 0.0)
         return np.clip(1.0 - label_proba, 0.0, 1.0)
+
+
+class MLLMCriticizer(LLMEstimatorMixin, BaseEstimator):
+    """Error probabilities for (item, proposed label) pairs, from an LLM.
+
+    Self- and cross-criticism are configuration: give the criticizer the
+    annotator's backend, or another model's (cross-criticism is usually better).
+
+    Parameters
+    ----------
+    backend : LLMBackend or None, default=None
+        None means ``LLMBackend()``.
+    strategy : {"naive", "cot", "devil", "logprob"}, default="cot"
+        ``"naive"``: the model states the probability (in percent) that the label
+        is wrong. ``"cot"``: it reasons first. ``"devil"``: it argues that the
+        label is wrong, then weighs the argument. ``"logprob"``: it answers "is
+        the label wrong?" yes or no, and the probability is P(yes) from the
+        token log-probabilities renormalised over yes/no (a response without
+        logprobs gives 1 or 0).
+    classes : array-like or None, default=None
+        The label set, shown to the model as the alternatives.
+    label_names : dict or None, default=None
+        What the model reads for each class.
+    instructions : str or None, default=None
+        The annotation task in a sentence.
+    max_reasoning_chars : int or None, default=None
+        Bound on the reasoning's length for "cot" and "devil".
+    output_mode : {"auto", "json_schema", "json_object", "text"}, default="auto"
+        As for :class:`MLLMAnnotator`.
+    temperature : float, default=0.0
+    max_tokens : int or None, default=None
+        None means 32 ("naive", "logprob") or 512 ("cot", "devil").
+    top_logprobs : int, default=10
+    on_error : {"raise", "skip"}, default="raise"
+        Raise :class:`LLMBatchError` after the batch, or warn and return NaN for
+        the failed items.
+    progress : bool, default=False
+
+    Attributes
+    ----------
+    classes_ : ndarray or None
+        The label set shown to the model.
+    usage_ : UsageLedger
+        Requests, cache hits, retries, failures and tokens since ``fit``.
+
+    Examples
+    --------
+    >>> from act_sklearn import LLMBackend, MLLMCriticizer
+    >>> critic = MLLMCriticizer(LLMBackend(model="critic", base_url="http://127.0.0.1:8080/v1"),
+    ...                         strategy="naive", classes=["negative", "positive"])
+    >>> critic.fit().classes_.tolist()
+    ['negative', 'positive']
+    """
+
+    _parameter_constraints = {
+        "backend": "no_validation",
+        "strategy": [StrOptions(set(CRITIC_STRATEGIES))],
+        "classes": ["array-like", None],
+        "label_names": [dict, None],
+        "instructions": [str, None],
+        "max_reasoning_chars": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "output_mode": [StrOptions({"auto", *OUTPUT_MODES})],
+        "temperature": [Interval(numbers.Real, 0, 2, closed="both")],
+        "max_tokens": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "top_logprobs": [Interval(numbers.Integral, 1, 20, closed="both")],
+        "on_error": [StrOptions({"raise", "skip"})],
+        "progress": ["boolean"],
+    }
+
+    def __init__(
+        self,
+        backend=None,
+        *,
+        strategy="cot",
+        classes=None,
+        label_names=None,
+        instructions=None,
+        max_reasoning_chars=None,
+        output_mode="auto",
+        temperature=0.0,
+        max_tokens=None,
+        top_logprobs=10,
+        on_error="raise",
+        progress=False,
+    ):
+        self.backend = backend
+        self.strategy = strategy
+        self.classes = classes
+        self.label_names = label_names
+        self.instructions = instructions
+        self.max_reasoning_chars = max_reasoning_chars
+        self.output_mode = output_mode
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.top_logprobs = top_logprobs
+        self.on_error = on_error
+        self.progress = progress
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X=None, y=None):
+        """Record the label set (``classes``, else ``np.unique(y)`` if given). No LLM call.
+
+        Returns
+        -------
+        self : object
+        """
+        self._resolved_backend()
+        if self.classes is not None:
+            self.classes_ = np.asarray(self.classes)
+        else:
+            self.classes_ = None if y is None else np.unique(np.asarray(y))
+        self.usage_ = UsageLedger()
+        return self
+
+    def _name(self, label):
+        names = self.label_names or {}
+        return str(names.get(label, label))
+
+    def _request_chain(self, item, label):
+        schema = criticism_schema(self.strategy, max_reasoning_chars=self.max_reasoning_chars)
+        reasoning = self.strategy in ("cot", "devil")
+        max_tokens = self.max_tokens or (512 if reasoning else 32)
+        alternatives = "unknown (judge the label on its own)"
+        if self.classes_ is not None:
+            alternatives = format_labels([self._name(c) for c in self.classes_.tolist()])
+        modes = OUTPUT_MODES if self.output_mode == "auto" else (self.output_mode,)
+        chain = []
+        for mode in modes:
+            system = CRITIC_SYSTEM.format(
+                instructions=self.instructions or DEFAULT_INSTRUCTIONS,
+                label=json.dumps(self._name(label)),
+                labels=alternatives,
+                strategy=CRITIC_STRATEGY_TEXT[self.strategy],
+                answer_format=answer_format(mode, schema),
+            )
+            parts = content_parts(item)
+            content = parts[0]["text"] if len(parts) == 1 and parts[0]["type"] == "text" else parts
+            body = {
+                "messages": [
+                    {"role": "system", "content": system},
+                    {"role": "user", "content": content},
+                ],
+                "temperature": self.temperature,
+                "max_tokens": max_tokens,
+            }
+            fmt = response_format(mode, f"criticism_{self.strategy}", schema)
+            if fmt is not None:
+                body["response_format"] = fmt
+            if self.strategy == "logprob":
+                body["logprobs"], body["top_logprobs"] = True, self.top_logprobs
+            chain.append(body)
+        return chain
+
+    def _read_error_proba(self, outcome):
+        if not outcome.ok:
+            raise ParseError(outcome.error)
+        modes = OUTPUT_MODES if self.output_mode == "auto" else (self.output_mode,)
+        content = message_content(outcome.response)
+        finish = outcome.response["choices"][0].get("finish_reason")
+        if self.strategy == "logprob":
+            try:
+                answer = parse_json_answer(content, finish).get("answer", "")
+            except ParseError:
+                if modes[outcome.alternative] != "text":
+                    raise
+                answer = ("yes", "no")[find_label_in_text(content, ["yes", "no"])]
+            index = match_label(answer, ["yes", "no"])
+            value = _ANSWER_VALUE.search(content)
+            start = value.end() if value else content.lower().find(("yes", "no")[index])
+            proba = None
+            if start >= 0:
+                proba = label_distribution(outcome.response, content, start, ["yes", "no"], index)
+            return float(proba[0]) if proba is not None else float(index == 0)
+        try:
+            answer = parse_json_answer(content, finish)
+        except ParseError:
+            if modes[outcome.alternative] != "text":
+                raise
+            numbers_found = _NUMBER.findall(content)
+            if not numbers_found:
+                raise
+            answer = {"error_probability": numbers_found[-1]}
+        if "error_probability" not in answer:
+            raise ParseError(f"the answer has no 'error_probability' field: {content[:200]!r}")
+        return parse_percent(answer["error_probability"])
+
+    def criticize(self, X, labels):
+        """Error probabilities for every item, with failures recorded per item.
+
+        Parameters
+        ----------
+        X : sequence of items
+        labels : array-like of shape (n_samples,)
+            Proposed (machine) labels.
+
+        Returns
+        -------
+        criticism : Criticism
+        """
+        check_is_fitted(self, "usage_")
+        items, labels = iter_items(X), np.asarray(labels)
+        if len(items) != labels.shape[0]:
+            raise ValueError(
+                f"X has {len(items)} items but labels has {labels.shape[0]}; pass one proposed "
+                "label per item."
+            )
+        requests = [self._request_chain(item, label) for item, label in zip(items, labels.tolist())]
+        outcomes = self._send(requests, f"Criticizing ({self.strategy})")
+        error_proba = np.full(len(items), np.nan)
+        failures = []
+        for i, outcome in enumerate(outcomes):
+            try:
+                error_proba[i] = self._read_error_proba(outcome)
+            except ParseError as exc:
+                failures.append(LLMFailure(i, str(exc)))
+        return Criticism(error_proba, failures)
+
+    def predict_error_proba(self, X, labels):
+        """Probability that each proposed label is wrong (NaN for failed items with on_error='skip').
+
+        Parameters
+        ----------
+        X : sequence of items
+        labels : array-like of shape (n_samples,)
+
+        Returns
+        -------
+        error_proba : ndarray of shape (n_samples,)
+        """
+        criticism = self.criticize(X, labels)
+        self._apply_failure_policy("criticisms", criticism.failures, criticism.error_proba.size)
+        return criticism.error_proba
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.string = True
+        tags.non_deterministic = True
+        return tags
+
+
+class CriticizerEnsemble(BaseEstimator):
+    """The mean error probability of several criticizers.
+
+    An item fails (see ``criticize``) when any member failed on it.
+
+    Parameters
+    ----------
+    criticizers : list of criticizers
+        Objects with ``predict_error_proba(X, labels)`` (and optionally
+        ``criticize``), fitted or not: unfitted ones are fitted with no data.
+
+    Attributes
+    ----------
+    criticizers_ : list
+        The fitted members.
+    """
+
+    def __init__(self, criticizers):
+        self.criticizers = criticizers
+
+    def fit(self, X=None, y=None):
+        """Fit the unfitted members (with no data).
+
+        Returns
+        -------
+        self : object
+        """
+        if not self.criticizers:
+            raise ValueError("CriticizerEnsemble needs at least one criticizer.")
+        self.criticizers_ = [_fitted(critic) for critic in self.criticizers]
+        return self
+
+    def criticize(self, X, labels):
+        """Mean error probabilities, with every member's failures."""
+        check_is_fitted(self)
+        results = [_criticize(critic, X, labels) for critic in self.criticizers_]
+        error_proba = np.mean([r.error_proba for r in results], axis=0)
+        failures = {}
+        for result in results:
+            for failure in result.failures:
+                failures.setdefault(failure.index, failure)
+        return Criticism(error_proba, [failures[i] for i in sorted(failures)])
+
+    def predict_error_proba(self, X, labels):
+        """Mean of the members' error probabilities."""
+        check_is_fitted(self)
+        return np.mean([c.predict_error_proba(X, labels) for c in self.criticizers_], axis=0)
+
+
+@dataclass
+class Criticism:
+    """Error probabilities for a batch; NaN where the item failed (see ``failures``)."""
+
+    error_proba: np.ndarray
+    failures: list
+
+
+def _criticize(critic, X, labels):
+    if hasattr(critic, "criticize"):
+        return critic.criticize(X, labels)
+    return Criticism(np.asarray(critic.predict_error_proba(X, labels), dtype=float), [])
+
+
+def _fitted(component):
+    """A fitted component: itself if fitted (or without ``fit``), else a clone fitted with no data."""
+    if not hasattr(component, "fit"):
+        return component
+    try:
+        check_is_fitted(component)
+        return component
+    except NotFittedError:
+        return clone(component).fit()
+
+
+_ANSWER_VALUE = re.compile(r'"answer"\s*:\s*"')
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")

@@ -1,0 +1,437 @@
+"""MLLMAnnotator: labels from a fixed class set, by any OpenAI-compatible (multimodal) LLM."""
+
+import numbers
+import re
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, _fit_context
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from ._llm_estimator import LLMEstimatorMixin, LLMFailure, failed_mask
+from .llm import UsageLedger
+from .llm.content import content_parts, iter_items
+from .llm.parsing import (
+    ParseError,
+    find_label_in_text,
+    label_distribution,
+    match_label,
+    message_content,
+    parse_json_answer,
+    parse_percent,
+)
+from .llm.prompts import (
+    ANNOTATOR_SYSTEM,
+    DEFAULT_INSTRUCTIONS,
+    OUTPUT_MODES,
+    annotation_schema,
+    answer_format,
+    format_labels,
+    response_format,
+)
+
+_LABEL_VALUE = re.compile(r'"label"\s*:\s*"')
+
+
+@dataclass
+class Annotations:
+    """Labels and class probabilities for a batch; failed items are marked, not guessed.
+
+    ``label_index`` is -1 and ``proba`` is NaN for failed items.
+    """
+
+    label_index: np.ndarray
+    proba: np.ndarray
+    failures: list
+
+    @property
+    def failed(self):
+        return self.label_index < 0
+
+
+class MLLMAnnotator(ClassifierMixin, TransformerMixin, LLMEstimatorMixin, BaseEstimator):
+    """Label items (text, images or both) with an LLM, choosing from a fixed class set.
+
+    Parameters
+    ----------
+    backend : LLMBackend or None, default=None
+        The endpoint; None means ``LLMBackend()`` (OpenAI, key in ``OPENAI_API_KEY``).
+    classes : array-like or None, default=None
+        The label set; None takes ``np.unique(y)`` in ``fit``.
+    label_names : dict or None, default=None
+        What the model reads for each class (``{0: "T-shirt/top", ...}``); a
+        class not in it is shown as ``str(class)``.
+    instructions : str or None, default=None
+        The task in a sentence ("Classify the sentiment of the movie review.").
+    chain_of_thought : bool, default=False
+        Ask for reasoning before the label.
+    max_reasoning_chars : int or None, default=None
+        Bound on the reasoning's length (``maxLength`` in the schema; not every
+        server enforces it).
+    n_few_shot : int, default=0
+        Labelled examples from ``fit(X, y)`` shown before each item.
+    probability : {"auto", "logprobs", "verbalized", "sampling"}, default="auto"
+        Where ``predict_proba`` comes from. ``"logprobs"``: the tokens' top
+        log-probabilities renormalised over the labels (an item without them gets
+        all mass on its label). ``"verbalized"``: the model's stated confidence in
+        percent, the rest spread evenly. ``"sampling"``: label frequencies over
+        ``n_samples`` answers at temperature 1 (self-consistency). ``"auto"``:
+        logprobs, and a verbalized request for items whose response has none
+        (reasoning models return no logprobs).
+    n_samples : int, default=5
+        Answers per item for ``probability="sampling"``.
+    output_mode : {"auto", "json_schema", "json_object", "text"}, default="auto"
+        How the answer is constrained. ``"auto"`` tries JSON-schema structured
+        output, then ``json_object`` with the schema, then strictly parsed text,
+        moving on when the server rejects a format (HTTP 400).
+    temperature : float, default=0.0
+    max_tokens : int or None, default=None
+        None means 64 (512 with chain of thought).
+    top_logprobs : int, default=10
+        Alternatives per token to request (OpenAI allows up to 20).
+    on_error : {"raise", "skip"}, default="raise"
+        After the whole batch: raise :class:`LLMBatchError` listing the failed
+        items, or warn and go on (``predict`` then gives -1, or None for
+        non-integer classes, and ``predict_proba`` a NaN row for failed items).
+    progress : bool, default=False
+        Show a progress bar on terminals.
+    random_state : int, RandomState or None, default=None
+        Picks the few-shot examples and seeds the sampling requests.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    label_names_ : list of str
+        What the model reads for each class.
+    few_shot_ : list of (item, class)
+        The examples shown before each item.
+    usage_ : UsageLedger
+        Requests, cache hits, retries, failures and tokens since ``fit``.
+
+    Examples
+    --------
+    >>> from act_sklearn import LLMBackend, MLLMAnnotator
+    >>> annotator = MLLMAnnotator(
+    ...     LLMBackend(model="my-model", base_url="http://127.0.0.1:8080/v1"),
+    ...     classes=["negative", "positive"],
+    ...     instructions="Classify the sentiment of the movie review.",
+    ... )
+    >>> annotator.fit().classes_.tolist()
+    ['negative', 'positive']
+    """
+
+    _parameter_constraints = {
+        "backend": "no_validation",
+        "classes": ["array-like", None],
+        "label_names": [dict, None],
+        "instructions": [str, None],
+        "chain_of_thought": ["boolean"],
+        "max_reasoning_chars": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "n_few_shot": [Interval(numbers.Integral, 0, None, closed="left")],
+        "probability": [StrOptions({"auto", "logprobs", "verbalized", "sampling"})],
+        "n_samples": [Interval(numbers.Integral, 1, None, closed="left")],
+        "output_mode": [StrOptions({"auto", *OUTPUT_MODES})],
+        "temperature": [Interval(numbers.Real, 0, 2, closed="both")],
+        "max_tokens": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "top_logprobs": [Interval(numbers.Integral, 1, 20, closed="both")],
+        "on_error": [StrOptions({"raise", "skip"})],
+        "progress": ["boolean"],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(
+        self,
+        backend=None,
+        *,
+        classes=None,
+        label_names=None,
+        instructions=None,
+        chain_of_thought=False,
+        max_reasoning_chars=None,
+        n_few_shot=0,
+        probability="auto",
+        n_samples=5,
+        output_mode="auto",
+        temperature=0.0,
+        max_tokens=None,
+        top_logprobs=10,
+        on_error="raise",
+        progress=False,
+        random_state=None,
+    ):
+        self.backend = backend
+        self.classes = classes
+        self.label_names = label_names
+        self.instructions = instructions
+        self.chain_of_thought = chain_of_thought
+        self.max_reasoning_chars = max_reasoning_chars
+        self.n_few_shot = n_few_shot
+        self.probability = probability
+        self.n_samples = n_samples
+        self.output_mode = output_mode
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.top_logprobs = top_logprobs
+        self.on_error = on_error
+        self.progress = progress
+        self.random_state = random_state
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X=None, y=None):
+        """Record the label set and pick few-shot examples. No LLM call.
+
+        Parameters
+        ----------
+        X : sequence of items or None
+            Items for few-shot examples (with ``n_few_shot > 0``).
+        y : array-like of shape (n_samples,) or None
+            Their labels; also the label set when ``classes`` is None.
+
+        Returns
+        -------
+        self : object
+        """
+        self._resolved_backend()
+        if self.classes is not None:
+            self.classes_ = np.asarray(self.classes)
+        elif y is not None:
+            self.classes_ = np.unique(np.asarray(y))
+        else:
+            raise ValueError("MLLMAnnotator needs its label set: pass classes=[...] or fit(X, y).")
+        if self.classes_.ndim != 1 or self.classes_.size < 2:
+            raise ValueError(f"classes must list at least two labels, got {self.classes_.tolist()}.")
+        names = self.label_names or {}
+        self.label_names_ = [str(names.get(c, c)) for c in self.classes_.tolist()]
+        if len(set(self.label_names_)) != len(self.label_names_):
+            raise ValueError(f"Two classes share a name: {self.label_names_}; make names unique.")
+        self.few_shot_ = self._pick_few_shot(X, y)
+        self.usage_ = UsageLedger()
+        return self
+
+    def _pick_few_shot(self, X, y):
+        if self.n_few_shot == 0:
+            return []
+        if X is None or y is None:
+            raise ValueError("n_few_shot > 0 needs labelled examples: call fit(X, y).")
+        items, y = iter_items(X), np.asarray(y)
+        if len(items) != y.shape[0]:
+            raise ValueError(f"X has {len(items)} items but y has {y.shape[0]} labels.")
+        unknown = ~np.isin(y, self.classes_)
+        if unknown.any():
+            raise ValueError(
+                f"y holds labels outside classes {self.classes_.tolist()}: "
+                f"{np.unique(y[unknown]).tolist()[:5]}."
+            )
+        rng = check_random_state(self.random_state)
+        chosen = rng.permutation(len(items))[: self.n_few_shot]
+        return [(items[i], y[i].item() if hasattr(y[i], "item") else y[i]) for i in chosen]
+
+    # -- requests ------------------------------------------------------------
+
+    def _messages(self, item, schema, mode):
+        system = ANNOTATOR_SYSTEM.format(
+            instructions=self.instructions or DEFAULT_INSTRUCTIONS,
+            labels=format_labels(self.label_names_),
+            answer_format=answer_format(mode, schema),
+        )
+        messages = [{"role": "system", "content": system}]
+        names = dict(zip(self.classes_.tolist(), self.label_names_))
+        for example, label in self.few_shot_:
+            messages.append({"role": "user", "content": _user_content(example)})
+            messages.append({"role": "assistant", "content": f'{{"label": "{names[label]}"}}'})
+        messages.append({"role": "user", "content": _user_content(item)})
+        return messages
+
+    def _modes(self):
+        return OUTPUT_MODES if self.output_mode == "auto" else (self.output_mode,)
+
+    def _request_chain(self, item, modes, *, verbalized=False, seed=None):
+        schema = annotation_schema(
+            self.label_names_,
+            reasoning=self.chain_of_thought,
+            confidence=verbalized,
+            max_reasoning_chars=self.max_reasoning_chars,
+        )
+        max_tokens = self.max_tokens or (512 if self.chain_of_thought else 64)
+        chain = []
+        for mode in modes:
+            body = {"messages": self._messages(item, schema, mode), "max_tokens": max_tokens}
+            if seed is None:
+                body["temperature"] = self.temperature
+            else:
+                body["temperature"], body["seed"] = 1.0, int(seed)
+            fmt = response_format(mode, "annotation", schema)
+            if fmt is not None:
+                body["response_format"] = fmt
+            if self.probability in ("auto", "logprobs") and not verbalized and seed is None:
+                body["logprobs"], body["top_logprobs"] = True, self.top_logprobs
+            chain.append(body)
+        return chain
+
+    # -- answers ---------------------------------------------------------------
+
+    def _read_answer(self, outcome, want, modes):
+        """(label index, class probabilities or None) from one response, or ParseError.
+
+        ``want`` is "logprobs", "verbalized" or "label"; ``modes`` the output modes
+        of the request's chain.
+        """
+        if not outcome.ok:
+            raise ParseError(outcome.error)
+        mode = modes[outcome.alternative]
+        content = message_content(outcome.response)
+        finish = outcome.response["choices"][0].get("finish_reason")
+        try:
+            answer = parse_json_answer(content, finish)
+        except ParseError:
+            if mode != "text":
+                raise
+            answer = {"label": self.label_names_[find_label_in_text(content, self.label_names_)]}
+        if "label" not in answer:
+            raise ParseError(f"the answer has no 'label' field: {content[:200]!r}")
+        index = match_label(answer["label"], self.label_names_)
+        if want == "verbalized":
+            confidence = parse_percent(answer.get("confidence", ""))
+            proba = np.full(len(self.label_names_), (1 - confidence) / (len(self.label_names_) - 1))
+            proba[index] = confidence
+            return index, proba
+        if want == "logprobs":
+            value = _LABEL_VALUE.search(content)
+            start = value.end() if value else content.find(self.label_names_[index])
+            proba = None
+            if start >= 0:
+                proba = label_distribution(outcome.response, content, start, self.label_names_, index)
+            return index, proba
+        return index, None
+
+    def annotate(self, X):
+        """Labels and probabilities for every item, with failures recorded per item.
+
+        Parameters
+        ----------
+        X : sequence of items
+            Strings, images (PIL images, arrays, paths, bytes, URLs), dicts with
+            text and image fields, or a DataFrame (one row per item).
+
+        Returns
+        -------
+        annotations : Annotations
+        """
+        check_is_fitted(self)
+        items = iter_items(X)
+        n_items, n_classes = len(items), len(self.label_names_)
+        label_index = np.full(n_items, -1)
+        proba = np.full((n_items, n_classes), np.nan)
+        reasons = {}
+        if self.probability == "sampling":
+            self._annotate_by_sampling(items, label_index, proba, reasons)
+        else:
+            want = "verbalized" if self.probability == "verbalized" else "logprobs"
+            modes = self._modes()
+            requests = [
+                self._request_chain(item, modes, verbalized=want == "verbalized") for item in items
+            ]
+            outcomes = self._send(requests, "Annotating")
+            missing = self._fill(outcomes, want, modes, label_index, proba, reasons)
+            if missing and self.probability == "auto":
+                # start from the output mode the server accepted in the first round
+                modes = modes[max((o.alternative for o in outcomes if o.ok), default=0) :]
+                requests = [self._request_chain(items[i], modes, verbalized=True) for i in missing]
+                outcomes = self._send(requests, "Annotating (verbalized confidence)")
+                # a failed fallback keeps the first answer's label (with all mass on it)
+                self._fill(outcomes, "verbalized", modes, label_index, proba, {}, positions=missing)
+            for i in missing:  # logprobs were asked for and not given: all mass on the label
+                if np.isnan(proba[i]).any() and label_index[i] >= 0:
+                    proba[i] = np.eye(n_classes)[label_index[i]]
+        failures = [LLMFailure(i, reasons[i]) for i in sorted(reasons)]
+        label_index[failed_mask(failures, n_items)] = -1
+        proba[label_index < 0] = np.nan
+        return Annotations(label_index, proba, failures)
+
+    def _fill(self, outcomes, want, modes, label_index, proba, reasons, positions=None):
+        """Write answers in place; return the positions still lacking probabilities."""
+        positions = range(len(outcomes)) if positions is None else positions
+        missing = []
+        for i, outcome in zip(positions, outcomes):
+            try:
+                index, item_proba = self._read_answer(outcome, want, modes)
+            except ParseError as exc:
+                reasons[i] = str(exc)
+                continue
+            reasons.pop(i, None)
+            label_index[i] = index
+            if item_proba is None:
+                missing.append(i)
+            else:
+                proba[i] = item_proba
+        return missing
+
+    def _annotate_by_sampling(self, items, label_index, proba, reasons):
+        rng = check_random_state(self.random_state)
+        seeds = rng.randint(0, 2**31 - 1, size=self.n_samples)
+        modes = self._modes()
+        requests = [self._request_chain(item, modes, seed=s) for item in items for s in seeds]
+        outcomes = self._send(requests, "Annotating (sampling)")
+        n_classes = len(self.label_names_)
+        for i in range(len(items)):
+            votes, errors = np.zeros(n_classes), []
+            for outcome in outcomes[i * self.n_samples : (i + 1) * self.n_samples]:
+                try:
+                    votes[self._read_answer(outcome, "label", modes)[0]] += 1
+                except ParseError as exc:
+                    errors.append(str(exc))
+            if votes.sum() == 0:
+                reasons[i] = f"no usable answer in {self.n_samples} samples: {errors[0]}"
+                continue
+            label_index[i] = int(np.argmax(votes))
+            proba[i] = votes / votes.sum()
+
+    # -- scikit-learn API ----------------------------------------------------------
+
+    def predict_proba(self, X):
+        """Class probabilities, shape (n_samples, n_classes); NaN rows for failed items."""
+        annotations = self.annotate(X)
+        self._apply_failure_policy("annotations", annotations.failures, len(annotations.proba))
+        return annotations.proba
+
+    def predict(self, X):
+        """The model's label for each item (-1 or None for failed items, with on_error='skip')."""
+        annotations = self.annotate(X)
+        self._apply_failure_policy("annotations", annotations.failures, len(annotations.proba))
+        return self.labels_from_index(annotations.label_index)
+
+    def transform(self, X):
+        """``predict_proba(X)``: LLM class probabilities as features."""
+        return self.predict_proba(X)
+
+    def fit_transform(self, X, y=None, **fit_params):
+        return self.fit(X, y, **fit_params).transform(X)
+
+    def labels_from_index(self, label_index):
+        """Classes for label indices; -1 (a failed item) becomes -1 or None."""
+        label_index = np.asarray(label_index)
+        if (label_index >= 0).all():
+            return self.classes_[label_index]
+        integer = self.classes_.dtype.kind in "iu"
+        labels = np.empty(label_index.shape, dtype=self.classes_.dtype if integer else object)
+        ok = label_index >= 0
+        labels[ok] = self.classes_[label_index[ok]]
+        labels[~ok] = -1 if integer else None
+        return labels
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.string = True
+        tags.requires_fit = True
+        tags.non_deterministic = True
+        return tags
+
+
+def _user_content(item):
+    parts = content_parts(item)
+    if len(parts) == 1 and parts[0]["type"] == "text":
+        return parts[0]["text"]  # plain string content: accepted by text-only servers too
+    return parts

@@ -1,0 +1,20 @@
+"""The LLM layer: endpoint spec, request runner, cache, content, prompts and parsing.
+
+Nothing here imports scikit-learn; the estimators in ``act_sklearn.annotator`` and
+``act_sklearn.criticizer`` sit on top of it.
+"""
+
+from .backend import LLMBackend, default_cache_path
+from .cache import ResponseCache, request_key
+from .ledger import UsageLedger
+from .runner import Outcome, run_requests
+
+__all__ = [
+    "LLMBackend",
+    "Outcome",
+    "ResponseCache",
+    "UsageLedger",
+    "default_cache_path",
+    "request_key",
+    "run_requests",
+]

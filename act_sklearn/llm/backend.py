@@ -1,0 +1,127 @@
+"""Where requests go: a clonable, picklable description of an OpenAI-compatible endpoint.
+
+The spec holds the *name* of the environment variable with the API key, never the
+key, and builds the ``openai`` client only when requests are made, so estimators
+holding it clone, pickle and print without secrets.
+"""
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+NO_KEY = "no-key"  # sent when the key variable is unset: local servers ignore it
+
+
+def default_cache_path():
+    """``$XDG_CACHE_HOME/act-sklearn/responses.sqlite`` (``~/.cache`` by default)."""
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "act-sklearn" / "responses.sqlite"
+
+
+@dataclass
+class LLMBackend:
+    """An OpenAI-compatible chat-completions endpoint and how to call it.
+
+    Parameters
+    ----------
+    model : str, default="gpt-4o-mini"
+        Model name sent with every request.
+    base_url : str or None, default=None
+        Endpoint, e.g. ``"http://127.0.0.1:8080/v1"``; None means OpenAI's.
+    api_key_env : str, default="OPENAI_API_KEY"
+        Name of the environment variable that holds the API key. The key is read
+        when a request batch starts and is never stored.
+    timeout : float, default=60.0
+        Seconds before one request is abandoned (then retried).
+    max_retries : int, default=5
+        Retries of a request after a transient failure (429, 5xx, timeout,
+        connection error), with exponential backoff that honours ``Retry-After``.
+    max_concurrency : int, default=8
+        Requests in flight at once.
+    requests_per_minute, tokens_per_minute : float or None, default=None
+        Client-side rate limits (None: unlimited). Tokens are estimated from the
+        request size and ``max_tokens`` before sending.
+    cache_path : str, Path, None or False, default=None
+        SQLite response cache shared by processes; None means
+        :func:`default_cache_path`, False disables caching.
+    prices : dict or None, default=None
+        ``{"input": dollars per million tokens, "output": ...}`` for the usage
+        ledger's cost estimate.
+    http_transport : httpx2 transport or None, default=None
+        Transport for the HTTP client (tests script one; proxies may need one).
+    """
+
+    model: str = "gpt-4o-mini"
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout: float = 60.0
+    max_retries: int = 5
+    max_concurrency: int = 8
+    requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
+    cache_path: object = None
+    prices: dict | None = None
+    http_transport: object = field(default=None, repr=False)
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self):
+        """Raise ``ValueError`` naming the first bad setting."""
+        if not isinstance(self.model, str) or not self.model:
+            raise ValueError(f"model must be a non-empty string, got {self.model!r}.")
+        if not isinstance(self.api_key_env, str) or not self.api_key_env.isidentifier():
+            raise ValueError(
+                "api_key_env is the NAME of the environment variable holding the key "
+                f"(e.g. 'OPENAI_API_KEY'), got {self.api_key_env!r}; never pass the key itself."
+            )
+        for name in ("timeout", "max_concurrency"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}.")
+        if not (isinstance(self.max_retries, int) and self.max_retries >= 0):
+            raise ValueError(f"max_retries must be an int >= 0, got {self.max_retries!r}.")
+        for name in ("requests_per_minute", "tokens_per_minute"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be > 0 or None, got {value!r}.")
+        return self
+
+    # scikit-learn's clone and set_params (e.g. ``annotator__backend__model``)
+    def get_params(self, deep=True):
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def set_params(self, **params):
+        for name, value in params.items():
+            if name not in self.get_params():
+                raise ValueError(f"LLMBackend has no parameter {name!r}.")
+            setattr(self, name, value)
+        return self.validate()
+
+    def resolved_cache_path(self):
+        """The cache file, or None when caching is off."""
+        if self.cache_path is False:
+            return None
+        return Path(self.cache_path) if self.cache_path is not None else default_cache_path()
+
+    def make_async_client(self):
+        """A fresh ``openai.AsyncOpenAI``; retries are ours, so the client's are off."""
+        import httpx2
+        import openai
+
+        http_client = httpx2.AsyncClient(
+            transport=self.http_transport,
+            # enough pooled connections that the concurrency bound, not the pool, limits us
+            limits=httpx2.Limits(
+                max_connections=max(100, int(self.max_concurrency)),
+                max_keepalive_connections=max(20, int(self.max_concurrency)),
+            ),
+            timeout=self.timeout,
+        )
+        return openai.AsyncOpenAI(
+            api_key=os.environ.get(self.api_key_env) or NO_KEY,
+            base_url=self.base_url,
+            timeout=self.timeout,
+            max_retries=0,
+            http_client=http_client,
+        )

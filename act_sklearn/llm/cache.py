@@ -1,0 +1,76 @@
+"""A persistent response cache keyed by the full request content.
+
+One SQLite file (WAL mode) shared by threads and processes: a response is stored
+the moment it arrives, so a run that is killed half-way and started again pays
+only for what had not finished. Only request *content* is hashed and only the
+response body is stored: no header, so no API key, ever reaches the file.
+"""
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+
+def request_key(base_url, body):
+    """SHA-256 of the endpoint and the canonical JSON of the request body."""
+    canonical = json.dumps(
+        {"base_url": base_url, "body": body}, sort_keys=True, separators=(",", ":"), default=str
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class ResponseCache:
+    """Responses (JSON dicts) by request key, in an SQLite file.
+
+    Parameters
+    ----------
+    path : str or Path
+        The database file; its folder is created if missing.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self._connection() as db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS responses ("
+                " key TEXT PRIMARY KEY, model TEXT, response TEXT NOT NULL,"
+                " created REAL)"
+            )
+
+    def _connection(self):
+        # sqlite3 connections must stay in the thread that made them
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._local.db = db
+        return db
+
+    def get(self, key):
+        """The stored response for ``key``, or None."""
+        row = self._connection().execute(
+            "SELECT response FROM responses WHERE key = ?", (key,)
+        ).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def put(self, key, model, response):
+        """Store ``response``; a concurrent writer of the same key wins harmlessly."""
+        self._connection().execute(
+            "INSERT OR REPLACE INTO responses (key, model, response, created) VALUES (?, ?, ?, ?)",
+            (key, model, json.dumps(response, separators=(",", ":")), time.time()),
+        )
+
+    def __len__(self):
+        return self._connection().execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+
+    def close(self):
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None

@@ -1,0 +1,207 @@
+"""The LLM components inside ACTClassifier, and what must never leak or be paid twice."""
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fake_llm import FakeLLM, answer_by_keyword, user_text
+from sklearn.base import clone
+from sklearn.feature_extraction.text import HashingVectorizer
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+
+from act_sklearn import (
+    ACTClassifier,
+    ACTLogisticRegression,
+    ACTSampler,
+    LLMBackend,
+    LLMBatchError,
+    LLMFailureWarning,
+    MLLMAnnotator,
+    MLLMCriticizer,
+)
+from act_sklearn.llm import ResponseCache
+
+LABELS = ["cat", "dog", "bird"]
+HERE = Path(__file__).parent
+
+
+def _texts(n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    # the fake annotator reads the first animal named; a third of the items mislead it
+    noisy = rng.random(n) < 0.3
+    texts = [
+        f"item {i}: {'wrong ' + LABELS[(k + 1) % 3] + ' then ' if bad else ''}a {LABELS[k]} {LABELS[k]}"
+        for i, (k, bad) in enumerate(zip(y, noisy))
+    ]
+    return np.array(texts, dtype=object), np.array(LABELS)[y]
+
+
+def _act(fake, tmp_path, **sampler):
+    backend = fake.backend(tmp_path)
+    return ACTClassifier(
+        make_pipeline(HashingVectorizer(n_features=2**10), ACTLogisticRegression()),
+        annotator=MLLMAnnotator(backend, classes=LABELS),
+        criticizer=MLLMCriticizer(backend, strategy="naive"),
+        sampler=ACTSampler(random_state=0, **({"budget": 0.3} | sampler)),
+    )
+
+
+def test_one_fit_annotates_criticizes_samples_reviews_and_trains(tmp_path):
+    X, y = _texts()
+    fake = FakeLLM()
+    act = _act(fake, tmp_path).fit(X, y)
+    assert len(fake.requests) == 2 * len(X)  # one annotation and one criticism per item
+    assert set(act.machine_labels_) <= set(LABELS)
+    assert act.n_human_labels_ == 18 and act.reviewed_.sum() == 18
+    misled = np.array(["wrong" in x for x in X])
+    np.testing.assert_allclose(act.error_proba_, np.where(misled, 0.8, 0.1))
+    assert act.usage_.requests == 2 * len(X)
+    n_requests = len(fake.requests)
+    act.predict(X), act.predict_proba(X), act.score(X, y)
+    assert len(fake.requests) == n_requests  # predict makes no LLM call
+
+
+def test_grid_search_over_the_sampler_pays_for_each_item_once(tmp_path):
+    X, y = _texts()
+    fake = FakeLLM()
+    grid = {"sampler__budget": [0.2, 0.4], "sampler__threshold": [0.5, 0.9],
+            "sampler__rule": ["threshold", "normalize"]}
+    search = GridSearchCV(_act(fake, tmp_path), grid, cv=3).fit(X, y)
+    assert len(search.cv_results_["params"]) == 8
+    distinct = {json.dumps(body, sort_keys=True) for body in fake.requests}
+    assert len(fake.requests) == len(distinct) == 2 * len(X)  # every request once, then the cache
+    GridSearchCV(_act(fake, tmp_path), grid, cv=3).fit(X, y)
+    assert len(fake.requests) == 2 * len(X)  # a second search: no call at all
+
+
+def test_grid_search_with_metadata_routing(tmp_path):
+    import sklearn
+
+    X, y = _texts()
+    fake = FakeLLM()
+    with sklearn.config_context(enable_metadata_routing=True):
+        act = _act(fake, tmp_path)
+        act.estimator.steps[-1][1].set_fit_request(machine_labels=True, act_weight=True, power=True)
+        search = GridSearchCV(act, {"sampler__budget": [0.2, 0.4]}, cv=2).fit(X, y)
+    assert search.best_estimator_.n_human_labels_ <= 0.4 * len(X)
+
+
+def test_failed_items_are_skipped_and_recorded_or_raise(tmp_path):
+    X, y = _texts()
+    bad = {3, 7}
+
+    def answer(body, n):
+        if any(f"item {i}:" in user_text(body) for i in bad):
+            return '{"label": "unicorn"}'
+        return answer_by_keyword(body)
+
+    fake = FakeLLM(answer)
+    with pytest.raises(LLMBatchError, match="2 of 60 annotate requests failed"):
+        _act(fake, tmp_path).fit(X, y)
+    act = _act(fake, tmp_path)
+    act.set_params(annotator__on_error="skip")
+    with pytest.warns(LLMFailureWarning):
+        act.fit(X, y)
+    assert [f["index"] for f in act.failures_] == [3, 7]
+    assert all("unicorn" in f["reason"] for f in act.failures_)
+    assert act.usable_indices_.size == 58 and act.reviewed_.size == 58
+    # the annotations came from the cache of the first fit; the criticisms are new
+    assert act.usage_.requests == 58 and act.usage_.cache_hits == 60
+
+
+def test_no_api_key_in_params_repr_pickles_cache_or_logs(tmp_path, monkeypatch, caplog):
+    import logging
+
+    planted = "sk-PLANTED-" + "x7" * 20
+    monkeypatch.setenv("ACT_TEST_KEY", planted)
+    fake = FakeLLM()
+    backend = fake.backend(tmp_path, api_key_env="ACT_TEST_KEY")
+    caplog.set_level(logging.DEBUG)
+    annotator = MLLMAnnotator(backend, classes=LABELS).fit()
+    critic = MLLMCriticizer(backend, strategy="logprob").fit()
+    labels = annotator.predict(["a cat", "a dog"])
+    critic.predict_error_proba(["a cat", "a dog"], labels)
+    assert fake.headers[0]["authorization"] == f"Bearer {planted}"  # the key was used...
+    act = _act(fake, tmp_path).fit(*_texts(20))
+    places = {
+        "params": repr(annotator.get_params(deep=True)) + repr(act.get_params(deep=True)),
+        "repr": repr(annotator) + repr(critic) + repr(act),
+        "logs": caplog.text,
+        "cache": (tmp_path / "cache.sqlite").read_bytes().decode("latin-1"),
+    }
+    fake.headers.clear()  # the fake *server's* log of what it received is not ours to check
+    places["pickle"] = "".join(
+        pickle.dumps(estimator).decode("latin-1") for estimator in (annotator, critic, act)
+    )
+    for wal in tmp_path.glob("cache.sqlite*"):
+        places["cache"] += wal.read_bytes().decode("latin-1")
+    for place, text in places.items():  # ...and is nowhere else
+        assert planted not in text, place
+    assert "ACT_TEST_KEY" in places["params"]
+
+
+def test_cache_is_safe_across_processes(tmp_path):
+    script = textwrap.dedent(
+        """
+        import sys
+        from act_sklearn.llm import ResponseCache
+        cache = ResponseCache(sys.argv[1])
+        for i in range(200):
+            cache.put(f"{sys.argv[2]}-{i}", "m", {"i": i})
+            assert cache.get(f"{sys.argv[2]}-{i}") == {"i": i}
+        """
+    )
+    path = tmp_path / "shared.sqlite"
+    writers = [
+        subprocess.Popen([sys.executable, "-c", script, str(path), name]) for name in "abcd"
+    ]
+    assert [w.wait(timeout=120) for w in writers] == [0, 0, 0, 0]
+    assert len(ResponseCache(path)) == 800
+
+
+def test_a_killed_run_resumes_without_requesting_finished_items_again(tmp_path):
+    """Kill an annotation half-way (a real SIGKILL), start again, count the requests."""
+    items = [f"item {i} is a {LABELS[i % 3]}" for i in range(120)]
+    (tmp_path / "items.json").write_text(json.dumps(items))
+    script = textwrap.dedent(
+        f"""
+        import json, sys, time
+        sys.path.insert(0, {str(HERE)!r})
+        from fake_llm import FakeLLM, answer_by_keyword
+        from pathlib import Path
+        from act_sklearn import MLLMAnnotator
+
+        def slow(body, n):
+            time.sleep(0.05)
+            return answer_by_keyword(body)
+
+        tmp = Path({str(tmp_path)!r})
+        backend = FakeLLM(slow).backend(tmp, max_concurrency=4)
+        MLLMAnnotator(backend, classes={LABELS!r}).fit().predict(json.loads((tmp / "items.json").read_text()))
+        """
+    )
+    run = subprocess.Popen([sys.executable, "-c", script])
+    cache_path = tmp_path / "cache.sqlite"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if cache_path.exists() and len(ResponseCache(cache_path)) >= 40:
+            break
+        time.sleep(0.05)
+    run.kill()
+    run.wait()
+    finished = len(ResponseCache(cache_path))
+    assert 40 <= finished < len(items)  # killed half-way
+
+    fake = FakeLLM()
+    labels = MLLMAnnotator(fake.backend(tmp_path), classes=LABELS).fit().predict(items)
+    assert labels.tolist() == [LABELS[i % 3] for i in range(120)]
+    assert len(fake.requests) == len(items) - finished  # only the unfinished ones
