@@ -1,0 +1,473 @@
+"""Annotation throughput: MLLMAnnotator against a fixed-delay server, and scikit-llm on the same.
+
+A loopback OpenAI-compatible server (``delay_server.py``, in its own process)
+answers every request ``--delay`` seconds after it arrives, so at concurrency K
+no client can beat K / delay items per second; what a client reaches shows how
+well it overlaps requests and how much time it spends itself.
+
+One run measures:
+
+1. MLLMAnnotator.predict at each ``--concurrency`` K (``LLMBackend.max_concurrency``)
+   on ``--n-items`` items (``--small-n-items`` at K=1, where the full set would
+   take minutes), each with a fresh cache file; wall time, items/s, the bound
+   K/delay and the fraction of it reached, and the requests that reached the server
+   (must equal the items: one json_schema request with logprobs per item);
+2. the K=32 annotation again on the same cache file (target: 0 requests);
+3. scikit-llm's ZeroShotGPTClassifier (``skllm_side.py``, own venv) on the same
+   items and server at ``--skllm-workers``, and our speed-up at equal concurrency;
+4. if MLLMAnnotator misses 90% of the bound at K=32: a cProfile of one more K=32
+   run, grouped by component (``--no-profile`` skips it).
+
+Targets: >= 90% of the bound at concurrency 32; >= 10x scikit-llm's items/s at
+equal concurrency; 0 requests on the cached re-run. The report is printed and
+written to ``benchmarks/results/throughput.md``.
+
+Reproduce with: python benchmarks/throughput.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import importlib.metadata
+import os
+import platform
+import pstats
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # delay_server and skllm_side sit next to this file
+
+from delay_server import request_count, reset_count, serve_in_process  # noqa: E402
+from skllm_side import ensure_skllm_venv, make_items, run_skllm  # noqa: E402
+
+from act_sklearn import LLMBackend, MLLMAnnotator  # noqa: E402
+
+LABELS = ["positive", "negative", "neutral"]
+INSTRUCTIONS = "Classify the sentiment of the customer review."
+MODEL = "bench"
+TIMEOUT = 30.0
+TARGET_K = 32
+TARGET_FRACTION = 0.90
+TARGET_SPEEDUP = 10.0
+WARMUP_ITEMS = 8
+RESULTS = HERE / "results" / "throughput.md"
+
+# cProfile self time is summed into these components, first match wins: (name, path or
+# function-name fragments).  Built-in functions are matched by their name.
+COMPONENTS = [
+    ("(idle: event loop waiting for the server in epoll)", ("'poll' of 'select.epoll",)),
+    ("openai: request-params transform (_utils/_transform.py)", ("openai/_utils/_transform",)),
+    ("openai: rest of the SDK (client, options, response)", ("site-packages/openai/",)),
+    ("httpcore2: connection pool", ("httpcore2/_async/connection_pool",)),
+    ("httpcore2 + h11: HTTP/1.1", ("httpcore2/", "site-packages/h11/")),
+    ("httpx2: client, models, URLs", ("site-packages/httpx2/",)),
+    ("anyio + sniffio", ("site-packages/anyio/", "site-packages/sniffio/")),
+    ("pydantic", ("pydantic",)),
+    ("sqlite3 (response cache)", ("sqlite3", "act_sklearn/llm/cache")),
+    ("act_sklearn: runner", ("act_sklearn/llm/runner",)),
+    ("act_sklearn: requests, parsing, annotator", ("act_sklearn/",)),
+    ("json", ("json/", "_json")),
+    ("asyncio event loop + sockets", ("asyncio/", "selectors", "socket", "select", "epoll")),
+]
+# Files of generic helpers: their time is charged to the component that called them.
+HELPER_FILES = ("/typing.py", "typing_extensions", "/contextlib.py", "/copy.py", "/abc.py",
+                "/functools.py", "/enum.py", "/re/", "/inspect.py", "/weakref", "/_weakrefset")
+# Functions whose cumulative time answers "what does this part cost".
+KEY_FUNCTIONS = [
+    ("runner._post (one request, openai SDK and HTTP)", "act_sklearn/llm/runner.py", "_post"),
+    ("  openai async_transform (typed-params walk)", "openai/_utils/_transform.py", "async_transform"),
+    ("  openai _build_request", "openai/_base_client.py", "_build_request"),
+    ("  httpx2 AsyncClient.send", "httpx2/_client.py", "send"),
+    ("    httpcore2 pool _assign_requests_to_connections",
+     "httpcore2/_async/connection_pool.py", "_assign_requests_to_connections"),
+    ("ResponseCache.put (one INSERT per response)", "act_sklearn/llm/cache.py", "put"),
+    ("ResponseCache.get (lookups before sending)", "act_sklearn/llm/cache.py", "get"),
+    ("request_key (SHA-256 of the canonical body)", "act_sklearn/llm/cache.py", "request_key"),
+    ("MLLMAnnotator._request_chain (building bodies)", "act_sklearn/annotator.py", "_request_chain"),
+    ("MLLMAnnotator._fill (parsing answers + logprobs)", "act_sklearn/annotator.py", "_fill"),
+]
+
+
+@dataclass
+class Run:
+    """One timed annotation run and what the server saw."""
+
+    client: str
+    concurrency: int
+    n_items: int
+    seconds: float
+    server_requests: int
+    delay: float
+    note: str = ""
+    ledger_requests: int | None = None
+    cache_hits: int | None = None
+
+    @property
+    def items_per_s(self) -> float:
+        return self.n_items / self.seconds
+
+    @property
+    def bound(self) -> float:
+        """Items/s if every request took exactly the server's delay and nothing else."""
+        return self.concurrency / self.delay
+
+    @property
+    def fraction(self) -> float:
+        return self.items_per_s / self.bound
+
+
+# ---------------------------------------------------------------------------
+# Measuring
+# ---------------------------------------------------------------------------
+
+def make_annotator(base_url: str, concurrency: int, cache_path) -> MLLMAnnotator:
+    """A fitted MLLMAnnotator on the benchmark server (``cache_path=False``: no cache)."""
+    backend = LLMBackend(model=MODEL, base_url=base_url, max_concurrency=concurrency,
+                         cache_path=cache_path, timeout=TIMEOUT)
+    return MLLMAnnotator(backend, classes=LABELS, instructions=INSTRUCTIONS).fit()
+
+
+def warm_up(base_url: str) -> None:
+    """Import openai/httpx2 and open a first client outside the timed runs (one-time costs)."""
+    make_annotator(base_url, 4, False).predict(make_items(WARMUP_ITEMS, seed=12345))
+
+
+def annotate(base_url: str, items: list[str], concurrency: int, cache_path, delay: float,
+             note: str = "") -> Run:
+    """Time ``predict`` on ``items``; check the labels and the request counts."""
+    annotator = make_annotator(base_url, concurrency, cache_path)
+    reset_count(base_url)
+    start = time.perf_counter()
+    labels = annotator.predict(items)
+    seconds = time.perf_counter() - start
+    bad = [label for label in labels if label not in LABELS]
+    if bad:
+        raise RuntimeError(f"{len(bad)} labels outside {LABELS}, e.g. {bad[:3]}")
+    usage = annotator.usage_
+    if usage.failures:
+        raise RuntimeError(f"{usage.failures} items failed: {usage}")
+    return Run("MLLMAnnotator", concurrency, len(items), seconds, request_count(base_url), delay,
+               note, usage.requests, usage.cache_hits)
+
+
+def check_one_request_per_item(run: Run) -> None:
+    """A fresh-cache run must send exactly one request per item (no verbalized fallback)."""
+    if run.server_requests != run.n_items or run.ledger_requests != run.n_items:
+        raise RuntimeError(
+            f"K={run.concurrency}: {run.n_items} items but the server saw {run.server_requests} "
+            f"requests and the ledger counts {run.ledger_requests}: the benchmark would not "
+            "measure one request per item (do the server's logprobs spell the content?)")
+
+
+def annotation_runs(base_url: str, args, cache_dir: Path) -> tuple[list[Run], Run]:
+    """Fresh-cache runs at every concurrency, then the cached re-run (same cache file)."""
+    items = make_items(args.n_items)
+    runs = []
+    for k in args.concurrency:
+        n_items = args.small_n_items if k == 1 else args.n_items
+        note = f"{n_items} items (K=1 is slow)" if n_items != args.n_items else ""
+        run = annotate(base_url, items[:n_items], k, cache_dir / f"k{k}.sqlite", args.delay, note)
+        check_one_request_per_item(run)
+        runs.append(run)
+        print(f"  K={k}: {run.items_per_s:.1f} items/s ({run.fraction:.0%} of {run.bound:.0f})",
+              flush=True)
+    k = rerun_concurrency(args.concurrency)
+    rerun = annotate(base_url, items, k, cache_dir / f"k{k}.sqlite", args.delay,
+                     f"re-run on K={k}'s cache")
+    print(f"  cached re-run: {rerun.server_requests} requests, {rerun.seconds:.2f} s", flush=True)
+    return runs, rerun
+
+
+def rerun_concurrency(concurrencies: list[int]) -> int:
+    """The concurrency whose cache is re-used: 32 if measured, else the largest."""
+    return TARGET_K if TARGET_K in concurrencies else max(concurrencies)
+
+
+def skllm_runs(base_url: str, args) -> tuple[list[Run], dict]:
+    """scikit-llm's zero-shot classifier at each worker count; also its versions."""
+    python = ensure_skllm_venv()
+    runs, version = [], ""
+    for workers in args.skllm_workers:
+        reset_count(base_url)
+        result = run_skllm(python, base_url, args.n_items, LABELS, workers)
+        version = result["version"]
+        run = Run("scikit-llm", workers, result["items"], result["seconds"],
+                  request_count(base_url), args.delay, f"{result['connections']} TCP connections")
+        runs.append(run)
+        print(f"  scikit-llm, {workers} workers: {run.items_per_s:.1f} items/s", flush=True)
+    return runs, {"scikit-llm": version, "openai (scikit-llm venv)": package_version_in(python, "openai")}
+
+
+def profile_run(base_url: str, args, cache_dir: Path) -> tuple[float, pstats.Stats]:
+    """cProfile one more fresh-cache annotation at K=32; returns its items/s and the stats."""
+    items = make_items(args.n_items)
+    annotator = make_annotator(base_url, TARGET_K, cache_dir / "profile.sqlite")
+    profiler = cProfile.Profile()
+    start = time.perf_counter()
+    profiler.enable()
+    annotator.predict(items)
+    profiler.disable()
+    seconds = time.perf_counter() - start
+    return len(items) / seconds, pstats.Stats(profiler)
+
+
+# ---------------------------------------------------------------------------
+# Profile summary
+# ---------------------------------------------------------------------------
+
+def component_of(filename: str, function: str) -> str:
+    """The :data:`COMPONENTS` name for a profiled function (``"other"`` if none matches)."""
+    where = function if filename == "~" else filename
+    for name, fragments in COMPONENTS:
+        if any(fragment in where for fragment in fragments):
+            return name
+    return "other"
+
+
+def is_helper(key: tuple) -> bool:
+    """Generic helpers (built-ins, typing, contextlib, ...) whose time belongs to their callers."""
+    filename, _, function = key
+    return component_of(filename, function) == "other" or any(
+        fragment in filename for fragment in HELPER_FILES)
+
+
+def component_shares(stats: dict, key: tuple, memo: dict, visiting: frozenset = frozenset()) -> dict:
+    """How a function's self time splits over components: its own, or for a helper its
+    callers' (recursively, weighted by the time each caller spent in it)."""
+    if key in memo:
+        return memo[key]
+    callers = stats[key][4]
+    if not is_helper(key) or not callers or key in visiting:
+        shares = {component_of(key[0], key[2]): 1.0}
+    else:
+        spent = sum(timing[2] for timing in callers.values()) or 1.0
+        shares = {}
+        for caller, timing in callers.items():
+            for name, share in component_shares(stats, caller, memo, visiting | {key}).items():
+                shares[name] = shares.get(name, 0.0) + share * timing[2] / spent
+    memo[key] = shares  # (a cycle through helpers is cut where it closes: an approximation)
+    return shares
+
+
+def self_time_by_component(stats: pstats.Stats) -> tuple[list[tuple[str, float]], float]:
+    """Self (exclusive) time summed per component, largest first, and the total.
+
+    The time of generic helpers (``isinstance``, ``typing.get_origin``, ...) goes to
+    the components that called them (see :func:`component_shares`).
+    """
+    totals: dict[str, float] = {}
+    memo: dict = {}
+    for key, (_, _, tottime, _, _) in stats.stats.items():
+        for name, share in component_shares(stats.stats, key, memo).items():
+            totals[name] = totals.get(name, 0.0) + tottime * share
+    return sorted(totals.items(), key=lambda kv: -kv[1]), sum(totals.values())
+
+
+def cumulative_time(stats: pstats.Stats, path_fragment: str, function: str) -> float:
+    """Cumulative time of the functions named ``function`` in files matching ``path_fragment``."""
+    return sum(cumtime for (filename, _, name), (_, _, _, cumtime, _) in stats.stats.items()
+               if name == function and path_fragment in filename)
+
+
+def profile_section(items_per_s: float, stats: pstats.Stats) -> list[str]:
+    """Markdown: where the client's time goes at K=32."""
+    by_component, total = self_time_by_component(stats)
+    lines = ["## Where the client's time goes at concurrency 32 (cProfile)", "",
+             f"One more fresh-cache K={TARGET_K} run under cProfile ({items_per_s:.0f} items/s with "
+             f"the profiler on, which slows Python code down); {total:.2f} s profiled in all. Shares "
+             "are of that total. Self time of generic helpers (built-ins, typing, ...) is charged "
+             "to the components calling them; cProfile inflates code made of many small Python "
+             "calls (the openai SDK's transform) more than C code.",
+             "", "| component (self time) | s | share |", "|---|---|---|"]
+    lines += [f"| {name} | {seconds:.2f} | {seconds / total:.0%} |" for name, seconds in by_component]
+    lines += ["", "| function (cumulative, includes callees) | s | share |", "|---|---|---|"]
+    for label, path, function in KEY_FUNCTIONS:
+        seconds = cumulative_time(stats, path, function)
+        lines.append(f"| {label} | {seconds:.2f} | {seconds / total:.0%} |")
+    return lines + [""]
+
+
+# ---------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------
+
+def package_version_in(python: str, package: str) -> str:
+    """``package``'s version as seen by another interpreter (e.g. the scikit-llm venv)."""
+    probe = f"import importlib.metadata as m; print(m.version({package!r}))"
+    done = subprocess.run([python, "-c", probe], capture_output=True, text=True)
+    return done.stdout.strip() or "?"
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, else :func:`platform.processor`."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load averages (how busy the machine was), or ``"?"``."""
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+
+
+def machine_facts(extra: dict) -> list[str]:
+    """Markdown bullet lines about the machine and the package versions."""
+    version = importlib.metadata.version
+    facts = {
+        "CPU": f"{os.cpu_count()} cores, {cpu_model()} ({platform.machine()})",
+        "OS": platform.platform(),
+        "Python": platform.python_version(),
+        "openai": version("openai"),
+        "httpx2": version("httpx2"),
+        **extra,
+    }
+    return [f"- {name}: {value}" for name, value in facts.items()]
+
+
+def command_line(args) -> str:
+    """The full command, every option explicit."""
+    def many(values):
+        return " ".join(str(v) for v in values)
+
+    command = (f"python benchmarks/throughput.py --n-items {args.n_items} --small-n-items "
+               f"{args.small_n_items} --delay {args.delay} --concurrency {many(args.concurrency)} "
+               f"--skllm-workers {many(args.skllm_workers)}")
+    return command + (" --no-profile" if args.no_profile else "")
+
+
+def results_table(runs: list[Run], rerun: Run, skllm: list[Run], skllm_version: str) -> list[str]:
+    """Markdown table of every run."""
+    lines = ["| client | concurrency K | items | wall (s) | items/s | bound K/delay (items/s) "
+             "| % of bound | requests at server | note |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for run in runs + [rerun] + skllm:
+        client = f"scikit-llm {skllm_version} ZeroShotGPTClassifier" if run.client == "scikit-llm" \
+            else "act_sklearn MLLMAnnotator"
+        cached = run is rerun
+        bound = "-" if cached else f"{run.bound:.0f}"
+        fraction = "-" if cached else f"{run.fraction:.0%}"
+        lines.append(f"| {client} | {run.concurrency} | {run.n_items} | {run.seconds:.2f} | "
+                     f"{run.items_per_s:.1f} | {bound} | {fraction} | {run.server_requests} | "
+                     f"{run.note} |")
+    return lines
+
+
+def speedups(runs: list[Run], skllm: list[Run]) -> dict[int, float]:
+    """Our items/s over scikit-llm's at each concurrency both were measured at."""
+    ours = {run.concurrency: run.items_per_s for run in runs}
+    return {run.concurrency: ours[run.concurrency] / run.items_per_s
+            for run in skllm if run.concurrency in ours}
+
+
+def targets(runs: list[Run], rerun: Run, ratios: dict[int, float]) -> list[tuple[str, str, bool | None]]:
+    """``(target, result, met)`` for the three targets; ``met`` is None when not measured."""
+    at_target = next((run for run in runs if run.concurrency == TARGET_K), None)
+    bound_result = (f"{at_target.fraction:.1%} ({at_target.items_per_s:.0f} of "
+                    f"{at_target.bound:.0f} items/s)") if at_target else "not measured"
+    ratio_k = TARGET_K if TARGET_K in ratios else (min(ratios) if ratios else None)
+    ratio = ratios.get(ratio_k)
+    if ratio:
+        ours = next(run for run in runs if run.concurrency == ratio_k)
+        needed = TARGET_SPEEDUP * ours.items_per_s / ratio
+        ratio_result = (f"{ratio:.1f}x at K={ratio_k} ({TARGET_SPEEDUP:.0f}x needs {needed:.0f} "
+                        f"items/s, {needed / ours.bound:.0%} of the bound)")
+    return [
+        (f">= {TARGET_FRACTION:.0%} of the bound at concurrency {TARGET_K}", bound_result,
+         at_target.fraction >= TARGET_FRACTION if at_target else None),
+        (f">= {TARGET_SPEEDUP:.0f}x scikit-llm's items/s at equal concurrency",
+         ratio_result if ratio else "not measured",
+         ratio >= TARGET_SPEEDUP if ratio else None),
+        ("0 requests on the cached re-run",
+         f"{rerun.server_requests} requests ({rerun.cache_hits} cache hits), {rerun.seconds:.2f} s",
+         rerun.server_requests == 0),
+    ]
+
+
+def render_report(args, runs, rerun, skllm, facts, profile_lines) -> str:
+    """The whole markdown report."""
+    ratios = speedups(runs, skllm)
+    small = f" ({args.small_n_items} at K=1)" if 1 in args.concurrency else ""
+    lines = [
+        f"# Annotation throughput: MLLMAnnotator vs scikit-llm, {args.delay} s fixed-delay server", "",
+        f"{args.n_items} distinct short texts{small}, labels {LABELS}. The server "
+        "(`benchmarks/delay_server.py`, its own process, loopback) answers every request "
+        f"{args.delay} s after it arrives, so concurrency K allows at most K/{args.delay} items/s. "
+        "MLLMAnnotator (defaults: json_schema output, logprobs with top_logprobs=10) sends one "
+        "request per item; each run has a fresh cache file and is checked to reach the server "
+        "exactly once per item. Wall time is `predict` alone (imports warmed up once before).",
+        "",
+        *results_table(runs, rerun, skllm, facts.get("scikit-llm", "")),
+        "",
+    ]
+    if ratios:
+        lines += ["Speed-up over scikit-llm at equal concurrency: "
+                  + ", ".join(f"K={k}: {r:.1f}x" for k, r in sorted(ratios.items())), ""]
+    lines += ["## Targets", "", "| target | result | met |", "|---|---|---|"]
+    for target, result, met in targets(runs, rerun, ratios):
+        lines.append(f"| {target} | {result} | {'n/a' if met is None else 'yes' if met else 'NO'} |")
+    lines += ["", *profile_lines, "## Machine", "", *machine_facts(facts), "",
+              "Reproduce (about 3 minutes; run nothing else heavy meanwhile):", "",
+              f"    {command_line(args)}", ""]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n-items", type=int, default=2000, help="items per run")
+    parser.add_argument("--small-n-items", type=int, default=200, help="items at concurrency 1")
+    parser.add_argument("--delay", type=float, default=0.1, help="server delay in seconds")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128],
+                        help="MLLMAnnotator max_concurrency values")
+    parser.add_argument("--skllm-workers", type=int, nargs="+", default=[32],
+                        help="scikit-llm num_workers values")
+    parser.add_argument("--no-profile", action="store_true",
+                        help="skip the cProfile run made when the K=32 target is missed")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="where to write the report")
+    args = parser.parse_args(argv)
+    if min(args.concurrency) < 1 or min(args.skllm_workers) < 1 or args.n_items < 1:
+        parser.error("--concurrency, --skllm-workers and --n-items must be >= 1")
+    args.small_n_items = min(args.small_n_items, args.n_items)
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    facts = {"load average (1/5/15 min) before the run": load_average()}
+    with tempfile.TemporaryDirectory(prefix="throughput-") as tmp, \
+            serve_in_process(args.delay) as base_url:
+        cache_dir = Path(tmp)
+        print(f"delay server at {base_url}; warming up", flush=True)
+        warm_up(base_url)
+        print("MLLMAnnotator:", flush=True)
+        runs, rerun = annotation_runs(base_url, args, cache_dir)
+        print("scikit-llm:", flush=True)
+        skllm, versions = skllm_runs(base_url, args)
+        facts.update(versions)
+        at_target = [run for run in runs if run.concurrency == TARGET_K]
+        profile_lines = []
+        if at_target and at_target[0].fraction < TARGET_FRACTION and not args.no_profile:
+            print(f"profiling a K={TARGET_K} run", flush=True)
+            profile_lines = profile_section(*profile_run(base_url, args, cache_dir))
+    report = render_report(args, runs, rerun, skllm, facts, profile_lines)
+    print("\n" + report)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(report)
+    print(f"written to {args.output}")
+
+
+if __name__ == "__main__":
+    main()
