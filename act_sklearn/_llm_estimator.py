@@ -1,12 +1,32 @@
 """What the LLM estimators share: the backend, the usage ledger and the failure policy."""
 
+import numbers
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from .llm import LLMBackend, UsageLedger, run_requests
+from .llm import LLMBackend, run_requests
+from .llm.prompts import OUTPUT_MODES
+
+# parameters MLLMAnnotator and MLLMCriticizer share
+LLM_PARAMETER_CONSTRAINTS = {
+    "backend": "no_validation",
+    "classes": ["array-like", None],
+    "label_names": [dict, None],
+    "instructions": [str, None],
+    "max_reasoning_chars": [Interval(numbers.Integral, 1, None, closed="left"), None],
+    "output_mode": [StrOptions({"auto", *OUTPUT_MODES})],
+    "temperature": [Interval(numbers.Real, 0, 2, closed="both")],
+    "max_tokens": [Interval(numbers.Integral, 1, None, closed="left"), None],
+    "top_logprobs": [Interval(numbers.Integral, 1, 20, closed="both")],
+    "on_error": [StrOptions({"raise", "skip"})],
+    "progress": ["boolean"],
+}
 
 
 @dataclass(frozen=True)
@@ -48,6 +68,10 @@ class LLMEstimatorMixin:
             )
         return backend.validate()
 
+    def _modes(self):
+        """The output modes to try, strictest first."""
+        return OUTPUT_MODES if self.output_mode == "auto" else (self.output_mode,)
+
     def _send(self, requests, desc):
         check_is_fitted(self, "usage_")
         return run_requests(
@@ -71,3 +95,21 @@ def failed_mask(failures, n_items):
     mask = np.zeros(n_items, dtype=bool)
     mask[[failure.index for failure in failures]] = True
     return mask
+
+
+def fitted_component(component, classes=None):
+    """The component itself if fitted (or without ``fit``), else a clone fitted with no data.
+
+    An unfitted component must know its label set from its own parameters;
+    ``classes`` is passed on to one whose ``classes`` parameter is None.
+    """
+    if not hasattr(component, "fit"):
+        return component
+    try:
+        check_is_fitted(component)
+        return component
+    except NotFittedError:
+        component = clone(component)
+    if classes is not None and component.get_params().get("classes", 0) is None:
+        component.set_params(classes=classes)
+    return component.fit()

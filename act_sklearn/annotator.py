@@ -10,7 +10,12 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._llm_estimator import LLMEstimatorMixin, LLMFailure, failed_mask
+from ._llm_estimator import (
+    LLM_PARAMETER_CONSTRAINTS,
+    LLMEstimatorMixin,
+    LLMFailure,
+    failed_mask,
+)
 from .llm import UsageLedger
 from .llm.content import content_parts, iter_items
 from .llm.parsing import (
@@ -25,7 +30,6 @@ from .llm.parsing import (
 from .llm.prompts import (
     ANNOTATOR_SYSTEM,
     DEFAULT_INSTRUCTIONS,
-    OUTPUT_MODES,
     annotation_schema,
     answer_format,
     format_labels,
@@ -123,21 +127,11 @@ class MLLMAnnotator(ClassifierMixin, TransformerMixin, LLMEstimatorMixin, BaseEs
     """
 
     _parameter_constraints = {
-        "backend": "no_validation",
-        "classes": ["array-like", None],
-        "label_names": [dict, None],
-        "instructions": [str, None],
+        **LLM_PARAMETER_CONSTRAINTS,
         "chain_of_thought": ["boolean"],
-        "max_reasoning_chars": [Interval(numbers.Integral, 1, None, closed="left"), None],
         "n_few_shot": [Interval(numbers.Integral, 0, None, closed="left")],
         "probability": [StrOptions({"auto", "logprobs", "verbalized", "sampling"})],
         "n_samples": [Interval(numbers.Integral, 1, None, closed="left")],
-        "output_mode": [StrOptions({"auto", *OUTPUT_MODES})],
-        "temperature": [Interval(numbers.Real, 0, 2, closed="both")],
-        "max_tokens": [Interval(numbers.Integral, 1, None, closed="left"), None],
-        "top_logprobs": [Interval(numbers.Integral, 1, 20, closed="both")],
-        "on_error": [StrOptions({"raise", "skip"})],
-        "progress": ["boolean"],
         "random_state": ["random_state"],
     }
 
@@ -243,9 +237,6 @@ class MLLMAnnotator(ClassifierMixin, TransformerMixin, LLMEstimatorMixin, BaseEs
             messages.append({"role": "assistant", "content": f'{{"label": "{names[label]}"}}'})
         messages.append({"role": "user", "content": _user_content(item)})
         return messages
-
-    def _modes(self):
-        return OUTPUT_MODES if self.output_mode == "auto" else (self.output_mode,)
 
     def _request_chain(self, item, modes, *, verbalized=False, seed=None):
         schema = annotation_schema(

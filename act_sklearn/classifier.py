@@ -12,7 +12,6 @@ from sklearn.base import (
     _fit_context,
     clone,
 )
-from sklearn.exceptions import NotFittedError
 from sklearn.pipeline import Pipeline
 from sklearn.utils import _safe_indexing
 from sklearn.utils._param_validation import HasMethods, Interval
@@ -32,7 +31,12 @@ from sklearn.utils.validation import (
     has_fit_parameter,
 )
 
-from ._llm_estimator import LLMBatchError, LLMFailure, LLMFailureWarning
+from ._llm_estimator import (
+    LLMBatchError,
+    LLMFailure,
+    LLMFailureWarning,
+    fitted_component,
+)
 from .llm import UsageLedger
 from .models.linear import ACTLogisticRegression
 from .sampler import ACTSampler
@@ -342,7 +346,7 @@ class ACTClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
 
     def _machine_labels(self, X, machine_labels, n_samples):
         if machine_labels is None and self.annotator is not None:
-            annotator = self._fitted_component(self.annotator)
+            annotator = fitted_component(self.annotator, self.classes)
             self.annotator_ = annotator
             if hasattr(annotator, "annotate"):  # LLM annotators report failures per item
                 annotations = self._with_usage(annotator, annotator.annotate, X)
@@ -361,7 +365,7 @@ class ACTClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         return machine_labels
 
     def _criticize(self, X, machine_labels):
-        criticizer = self._fitted_component(self.criticizer)
+        criticizer = fitted_component(self.criticizer, self.classes)
         self.criticizer_ = criticizer
         if not hasattr(criticizer, "criticize"):
             return criticizer.predict_error_proba(X, machine_labels)
@@ -375,24 +379,6 @@ class ACTClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         error_proba = np.full(machine_labels.size, np.nan)
         error_proba[rows] = criticism.error_proba
         return error_proba
-
-    def _fitted_component(self, component):
-        """The component itself if fitted, else a clone fitted with no data.
-
-        An unfitted component must know its label set from its own parameters; the
-        classifier's ``classes`` is passed on to one whose ``classes`` is None.
-        Objects without ``fit`` are used as they are.
-        """
-        if not hasattr(component, "fit"):
-            return component
-        try:
-            check_is_fitted(component)
-            return component
-        except NotFittedError:
-            component = clone(component)
-        if self.classes is not None and component.get_params().get("classes", 0) is None:
-            component.set_params(classes=self.classes)
-        return component.fit()
 
     def _with_usage(self, component, method, *args):
         before = copy.copy(getattr(component, "usage_", None))

@@ -8,17 +8,20 @@ LLM; :class:`CriticizerEnsemble` averages several.
 """
 
 import json
-import numbers
 import re
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.base import BaseEstimator, _fit_context, clone
-from sklearn.exceptions import NotFittedError
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.base import BaseEstimator, _fit_context
+from sklearn.utils._param_validation import HasMethods, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._llm_estimator import LLMEstimatorMixin, LLMFailure
+from ._llm_estimator import (
+    LLM_PARAMETER_CONSTRAINTS,
+    LLMEstimatorMixin,
+    LLMFailure,
+    fitted_component,
+)
 from .llm import UsageLedger
 from .llm.content import content_parts, iter_items
 from .llm.parsing import (
@@ -35,7 +38,6 @@ from .llm.prompts import (
     CRITIC_STRATEGY_TEXT,
     CRITIC_SYSTEM,
     DEFAULT_INSTRUCTIONS,
-    OUTPUT_MODES,
     answer_format,
     criticism_schema,
     format_labels,
@@ -173,18 +175,8 @@ class MLLMCriticizer(LLMEstimatorMixin, BaseEstimator):
     """
 
     _parameter_constraints = {
-        "backend": "no_validation",
+        **LLM_PARAMETER_CONSTRAINTS,
         "strategy": [StrOptions(set(CRITIC_STRATEGIES))],
-        "classes": ["array-like", None],
-        "label_names": [dict, None],
-        "instructions": [str, None],
-        "max_reasoning_chars": [Interval(numbers.Integral, 1, None, closed="left"), None],
-        "output_mode": [StrOptions({"auto", *OUTPUT_MODES})],
-        "temperature": [Interval(numbers.Real, 0, 2, closed="both")],
-        "max_tokens": [Interval(numbers.Integral, 1, None, closed="left"), None],
-        "top_logprobs": [Interval(numbers.Integral, 1, 20, closed="both")],
-        "on_error": [StrOptions({"raise", "skip"})],
-        "progress": ["boolean"],
     }
 
     def __init__(
@@ -243,7 +235,7 @@ class MLLMCriticizer(LLMEstimatorMixin, BaseEstimator):
         alternatives = "unknown (judge the label on its own)"
         if self.classes_ is not None:
             alternatives = format_labels([self._name(c) for c in self.classes_.tolist()])
-        modes = OUTPUT_MODES if self.output_mode == "auto" else (self.output_mode,)
+        modes = self._modes()
         chain = []
         for mode in modes:
             system = CRITIC_SYSTEM.format(
@@ -274,7 +266,7 @@ class MLLMCriticizer(LLMEstimatorMixin, BaseEstimator):
     def _read_error_proba(self, outcome):
         if not outcome.ok:
             raise ParseError(outcome.error)
-        modes = OUTPUT_MODES if self.output_mode == "auto" else (self.output_mode,)
+        modes = self._modes()
         content = message_content(outcome.response)
         finish = outcome.response["choices"][0].get("finish_reason")
         if self.strategy == "logprob":
@@ -388,7 +380,7 @@ class CriticizerEnsemble(BaseEstimator):
         """
         if not self.criticizers:
             raise ValueError("CriticizerEnsemble needs at least one criticizer.")
-        self.criticizers_ = [_fitted(critic) for critic in self.criticizers]
+        self.criticizers_ = [fitted_component(critic) for critic in self.criticizers]
         return self
 
     def criticize(self, X, labels):
@@ -420,17 +412,6 @@ def _criticize(critic, X, labels):
     if hasattr(critic, "criticize"):
         return critic.criticize(X, labels)
     return Criticism(np.asarray(critic.predict_error_proba(X, labels), dtype=float), [])
-
-
-def _fitted(component):
-    """A fitted component: itself if fitted (or without ``fit``), else a clone fitted with no data."""
-    if not hasattr(component, "fit"):
-        return component
-    try:
-        check_is_fitted(component)
-        return component
-    except NotFittedError:
-        return clone(component).fit()
 
 
 _ANSWER_VALUE = re.compile(r'"answer"\s*:\s*"')

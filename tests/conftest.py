@@ -14,7 +14,12 @@ def llama_server_url(tmp_path_factory):
     on CI (``CI`` set), where a silently skipped integration test would hide
     a broken set-up, so it fails instead.
     """
-    from llama_server import INSTALL_HINT, find_llama_server, running_llama_server, write_tiny_gguf
+    from llama_server import (
+        INSTALL_HINT,
+        find_llama_server,
+        running_llama_server,
+        write_tiny_gguf,
+    )
 
     binary = find_llama_server()
     if binary is None:

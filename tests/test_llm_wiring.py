@@ -1,7 +1,6 @@
 """The LLM components inside ACTClassifier, and what must never leak or be paid twice."""
 
 import json
-import os
 import pickle
 import subprocess
 import sys
@@ -12,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fake_llm import FakeLLM, answer_by_keyword, user_text
-from sklearn.base import clone
 from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
@@ -21,7 +19,6 @@ from act_sklearn import (
     ACTClassifier,
     ACTLogisticRegression,
     ACTSampler,
-    LLMBackend,
     LLMBatchError,
     LLMFailureWarning,
     MLLMAnnotator,
