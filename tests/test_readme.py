@@ -18,5 +18,6 @@ def test_readme_python_examples_run(capsys, monkeypatch, tmp_path, llama_server_
     output = capsys.readouterr().out
     assert "human labels" in output and "90% CI" in output
     assert namespace["act"].n_human_labels_ == namespace["sampler"].budget_
+    assert namespace["act_net"].score(namespace["X_pool"].astype("float32"), namespace["y_pool"]) > 0.8
     assert set(namespace["labels"]) <= {"positive", "negative", "neutral"}
     assert namespace["error_proba"].shape == (3,) and "UsageLedger(requests=" in output

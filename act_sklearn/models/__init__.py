@@ -6,4 +6,12 @@ imported only on request so that torch stays an optional dependency.
 
 from .linear import ACTLogisticRegression
 
-__all__ = ["ACTLogisticRegression"]
+__all__ = ["ACTLogisticRegression", "ACTNeuralNetClassifier"]
+
+
+def __getattr__(name):
+    if name == "ACTNeuralNetClassifier":
+        from .torch import ACTNeuralNetClassifier
+
+        return ACTNeuralNetClassifier
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

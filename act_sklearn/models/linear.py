@@ -18,6 +18,7 @@ from sklearn.utils.validation import (
 )
 
 from ..stats.loss import SoftTargetCrossEntropy, act_soft_targets
+from ._design import check_act_design
 
 
 class ACTLogisticRegression(LinearClassifierMixin, ClassifierMixin, BaseEstimator):
@@ -196,11 +197,7 @@ class ACTLogisticRegression(LinearClassifierMixin, ClassifierMixin, BaseEstimato
 
     def _targets(self, y, machine_labels, act_weight, power):
         """Set ``classes_`` and build one-hot or signed soft targets."""
-        if (machine_labels is None) != (act_weight is None):
-            raise ValueError(
-                "pass machine_labels and act_weight together to train on the ACT design, "
-                "or neither to train on y."
-            )
+        machine_labels, act_weight, reviewed = check_act_design(y, machine_labels, act_weight, power)
         if machine_labels is None:
             check_classification_targets(y)
             self.classes_, codes = np.unique(y, return_inverse=True)
@@ -213,16 +210,6 @@ class ACTLogisticRegression(LinearClassifierMixin, ClassifierMixin, BaseEstimato
             targets[np.arange(codes.size), codes] = 1.0
             return targets
 
-        machine_labels = np.asarray(machine_labels)
-        act_weight = np.asarray(act_weight, dtype=float)
-        if machine_labels.shape != y.shape or act_weight.shape != y.shape:
-            raise ValueError(
-                f"machine_labels {machine_labels.shape} and act_weight {act_weight.shape} "
-                f"must have one entry per sample of y {y.shape}."
-            )
-        if not (np.all(np.isfinite(act_weight)) and np.all(act_weight >= 0)):
-            raise ValueError("act_weight must be finite and non-negative (xi / pi).")
-        reviewed = act_weight > 0
         self.classes_ = np.unique(np.concatenate([machine_labels, y[reviewed]]))
         check_classification_targets(self.classes_)
         if self.classes_.size < 2:

@@ -1,0 +1,292 @@
+"""ACTNeuralNetClassifier: any torch module, trained through skorch on the ACT loss.
+
+The only module of act_sklearn that imports torch or skorch; import it (or
+``act_sklearn.ACTNeuralNetClassifier``) only when you need it.
+"""
+
+try:
+    import skorch  # noqa: F401  (fail here, with the message below, if it is missing)
+    import torch
+    import torch.nn.functional as F
+except ImportError as error:  # pragma: no cover - exercised with the modules hidden
+    raise ImportError(
+        "ACTNeuralNetClassifier needs torch and skorch. Install torch first, pinned "
+        "(`pip install torch==2.13.0`; an unpinned torch pulls gigabytes of CUDA "
+        "packages on machines without a GPU), then `pip install 'act-sklearn[torch]'`."
+    ) from error
+
+import numbers
+
+import numpy as np
+from skorch.callbacks import EpochScoring
+from skorch.classifier import NeuralNetClassifier
+from skorch.dataset import ValidSplit
+from skorch.utils import to_numpy
+
+from ..stats.loss import act_soft_targets
+from ._design import check_act_design
+
+__all__ = ["ACTCrossEntropyLoss", "ACTNeuralNetClassifier"]
+
+
+class ACTCrossEntropyLoss(torch.nn.CrossEntropyLoss):
+    """Cross-entropy on logits that also takes the ACT's signed soft targets.
+
+    With class indices as targets it is ``torch.nn.CrossEntropyLoss``. With a
+    float target ``q`` of shape (batch, n_classes) (see
+    :func:`act_sklearn.stats.act_soft_targets`) it is the ACT loss
+    ``mean_i( -q_i . log_softmax(z_i) ) = mean_i( sum(q_i) * logsumexp(z_i) - q_i . z_i )``,
+    which allows the negative entries that ``torch``'s probability targets do
+    not promise to handle. Subclassing ``CrossEntropyLoss`` tells skorch to apply
+    softmax in ``predict_proba``.
+    """
+
+    def forward(self, input, target):
+        if target.dim() == input.dim() and target.is_floating_point():
+            per_item = -(target.to(input.dtype) * F.log_softmax(input, dim=-1)).sum(dim=-1)
+            if self.reduction == "none":
+                return per_item
+            return per_item.sum() if self.reduction == "sum" else per_item.mean()
+        return super().forward(input, target)
+
+
+def _act_accuracy(net, X, y):
+    """Validation accuracy; under the ACT design an unbiased estimate of it.
+
+    With signed soft targets ``q``, ``mean_i q_i[prediction_i]`` has expectation
+    ``mean_i 1[prediction_i = human label_i]`` for every ``power`` (E[w] = 1), so
+    it estimates the accuracy against human labels that were mostly never read.
+    Single draws can leave [0, 1] when some weights are large.
+    """
+    predicted = net.predict_proba(X).argmax(axis=1)
+    targets = to_numpy(y)
+    if targets.ndim == 2:
+        return float(np.mean(targets[np.arange(predicted.size), predicted]))
+    return float(np.mean(targets == predicted))
+
+
+class ACTNeuralNetClassifier(NeuralNetClassifier):
+    """A skorch classifier whose loss is the ACT loss on signed soft targets.
+
+    Fit it on ordinary labels (plain cross-entropy, exactly what skorch's
+    ``NeuralNetClassifier(criterion=torch.nn.CrossEntropyLoss)`` does) or on the
+    ACT design, which is what :class:`~act_sklearn.ACTClassifier` passes::
+
+        fit(X, y, machine_labels=m, act_weight=xi / pi, power=lam)
+
+    Then each item's target is ``q = lam * (1 - w) * onehot(m) + w * onehot(h)``
+    (``w = xi / pi``), negative at the machine label of an item reviewed with
+    ``pi < 1`` (see :func:`act_sklearn.stats.act_soft_targets`).
+
+    The module must return **logits** (unnormalised class scores of shape
+    (batch, n_classes)), as for ``torch.nn.CrossEntropyLoss``; ``predict_proba``
+    applies softmax. All of skorch's parameters (``optimizer``, ``lr``,
+    ``max_epochs``, ``batch_size``, ``device``, ``callbacks``, ``module__*``, ...)
+    work as in ``NeuralNetClassifier``.
+
+    Parameters
+    ----------
+    module : torch module class or instance
+        Returns logits.
+    clip : float >= 0 or None, default=None
+        Bound on the negative target weight of a reviewed item's machine label:
+        ``q <- max(q, -clip)``. The exact ACT loss (None) is unbiased for the
+        full-human loss, but its negative weights reach ``1 - 1/pi``: -199 for
+        ``pi = 0.005``, as the normalize rule and explore give small-``pi`` items.
+        A network's loss is then unbounded below: it keeps lowering the loss by
+        pushing those few items' machine-label logits towards minus infinity, and
+        test accuracy falls as the training loss runs negative (the ACT paper's
+        normalize collapse; ``benchmarks/torch_stability.py``). ``clip=1`` bounds
+        each item's pull on its machine label to that of one ordinary label, a
+        little bias for a large cut in variance; ``clip=0`` drops the negative part,
+        so the loss is a non-negative weighted cross-entropy (bounded below). Use
+        a clip whenever some reviewed item has ``pi < 1``: explore > 0, or the
+        normalize and sigmoid rules. No effect on ordinary labels or where every
+        ``pi`` is 0 or 1.
+    criterion : torch criterion class, default=ACTCrossEntropyLoss
+    train_split : callable or None, default=ValidSplit(5, stratified=True)
+        skorch's validation split (stratified on the final labels under the ACT
+        design); None trains on every item, which ACT usually wants, since each
+        held-out item is a human label not learnt from.
+    verbose : int, default=0
+        skorch's epoch table is printed for ``verbose >= 1``; silent by default,
+        like scikit-learn's estimators.
+    classes : array-like or None, default=None
+        The label set; inferred from the labels (machine and human) when None.
+    **kwargs
+        Any other ``NeuralNetClassifier`` parameter.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels; column ``k`` of ``predict_proba`` is ``classes_[k]``.
+    module_, optimizer_, criterion_, history_ : skorch's fitted components.
+
+    Notes
+    -----
+    ``history_`` records ``train_loss`` (the ACT loss of the training batches)
+    and, with a ``train_split``, ``valid_loss`` and ``valid_acc``; under the ACT
+    design both validation figures are inverse-probability-weighted estimates of
+    their values against human labels.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sklearn.datasets import load_digits
+    >>> from act_sklearn import ACTNeuralNetClassifier
+    >>> X, y = load_digits(return_X_y=True)
+    >>> X = (X / 16).astype("float32")
+    >>> module = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    >>> _ = torch.manual_seed(0)
+    >>> net = ACTNeuralNetClassifier(module, optimizer=torch.optim.Adam, lr=0.01,
+    ...                              max_epochs=5, train_split=None)
+    >>> net = net.fit(X, y)
+    >>> net.score(X, y) > 0.9
+    True
+    """
+
+    def __init__(
+        self,
+        module,
+        *args,
+        clip=None,
+        criterion=ACTCrossEntropyLoss,
+        train_split=ValidSplit(5, stratified=True),
+        verbose=0,
+        **kwargs,
+    ):
+        super().__init__(
+            module, *args, criterion=criterion, train_split=train_split, verbose=verbose, **kwargs
+        )
+        self.clip = clip
+
+    @property
+    def _default_callbacks(self):
+        callbacks = dict(super()._default_callbacks)
+        callbacks["valid_acc"] = EpochScoring(_act_accuracy, name="valid_acc", lower_is_better=False)
+        return list(callbacks.items())
+
+    def fit(self, X, y, *, machine_labels=None, act_weight=None, power=1.0, **fit_params):
+        """Initialise and train on ordinary labels, or on the ACT design.
+
+        Parameters
+        ----------
+        X : input data skorch accepts (arrays, tensors, dicts of them, ...)
+        y : array-like of shape (n_samples,)
+            Labels. With the ACT design, the human labels; read only where
+            ``act_weight > 0`` (anything, such as -1, elsewhere).
+        machine_labels : array-like of shape (n_samples,), default=None
+            The annotator's labels. Pass with ``act_weight`` to train on the ACT design.
+        act_weight : array-like of shape (n_samples,), default=None
+            ``xi / pi`` (see :func:`act_sklearn.stats.act_weights`); 0 for unreviewed items.
+        power : float in [0, 1], default=1.0
+            Weight of the machine-label term.
+        **fit_params : dict
+            Passed to the module's ``forward`` and to ``train_split``, as in skorch.
+
+        Returns
+        -------
+        self : object
+        """
+        if not self.warm_start or not self.initialized_:
+            self.initialize()
+            self.__dict__.pop("classes_inferred_", None)  # a fresh fit learns the label set anew
+        return self.partial_fit(
+            X,
+            y,
+            machine_labels=machine_labels,
+            act_weight=act_weight,
+            power=power,
+            _routing_method="fit",
+            **fit_params,
+        )
+
+    def partial_fit(
+        self, X, y, classes=None, *, machine_labels=None, act_weight=None, power=1.0, **fit_params
+    ):
+        """Train further (no re-initialisation); arguments as in :meth:`fit`.
+
+        ``classes`` (all labels, for the first call) fixes the label set when
+        ``classes`` was not given at construction.
+
+        Returns
+        -------
+        self : object
+        """
+        if classes is not None and self.classes is None:
+            self.classes_inferred_ = np.unique(np.asarray(classes))
+        targets = self._targets(y, machine_labels, act_weight, power)
+        return super().partial_fit(X, targets, **fit_params)
+
+    def check_data(self, X, y):
+        # The label set is learnt in _targets, before labels become targets.
+        if y is None:
+            raise ValueError(
+                f"{type(self).__name__} needs y: pass labels (or human labels with the "
+                "ACT design) to fit."
+            )
+
+    def get_split_datasets(self, X, y=None, **fit_params):
+        """skorch's split, stratified on the final labels under the ACT design."""
+        dataset = self.get_dataset(X, y)
+        if not self.train_split:
+            return dataset, None
+        # argmax of the signed targets is the human label where reviewed, else the machine one
+        labels = y.argmax(axis=1) if np.ndim(y) == 2 else y
+        return self.train_split(dataset, labels, **fit_params)
+
+    def _targets(self, y, machine_labels, act_weight, power):
+        """Class indices (ordinary labels) or float32 signed soft targets (ACT design)."""
+        y = np.asarray(to_numpy(y) if torch.is_tensor(y) else y)
+        if y.ndim != 1:
+            raise ValueError(
+                f"y must be 1-d labels; got shape {y.shape}. Pass class labels, not "
+                "one-hot or probability rows."
+            )
+        machine_labels, act_weight, reviewed = check_act_design(y, machine_labels, act_weight, power)
+        if machine_labels is None:
+            self._learn_classes(y)
+            return self._codes(y, "y")
+
+        if self.clip is not None and not (isinstance(self.clip, numbers.Real) and self.clip >= 0):
+            raise ValueError(f"clip must be None or a non-negative float; got {self.clip!r}.")
+        self._learn_classes(np.concatenate([machine_labels, y[reviewed]]))
+        machine_codes = self._codes(machine_labels, "machine_labels")
+        human_codes = np.zeros_like(machine_codes)
+        human_codes[reviewed] = self._codes(y[reviewed], "y (reviewed items)")
+        targets = act_soft_targets(
+            machine_codes, human_codes, act_weight, self.classes_.size, power, self.clip
+        )
+        return targets.astype(np.float32)
+
+    def _learn_classes(self, labels):
+        if self.classes is None and not hasattr(self, "classes_inferred_"):
+            self.classes_inferred_ = np.unique(labels)
+
+    def _codes(self, labels, name):
+        classes = self.classes_  # user-given classes need not be sorted
+        order = np.argsort(classes)
+        positions = np.searchsorted(classes, labels, sorter=order)
+        codes = order[np.minimum(positions, classes.size - 1)]
+        unknown = classes[codes] != labels
+        if np.any(unknown):
+            raise ValueError(
+                f"{name} holds labels outside classes_ {classes.tolist()}: "
+                f"{np.unique(labels[unknown]).tolist()[:5]}. Pass every label in "
+                "`classes` (or to the first partial_fit)."
+            )
+        return codes.astype(np.int64)
+
+    def predict(self, X):
+        """Class labels (from ``classes_``) of the largest predicted probability.
+
+        Parameters
+        ----------
+        X : input data skorch accepts
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,)
+        """
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
