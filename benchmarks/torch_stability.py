@@ -2,7 +2,7 @@
 
 Run it with::
 
-    python benchmarks/torch_stability.py                  # ~15 min on 2 CPU cores
+    python benchmarks/torch_stability.py                  # 20-30 min on 2 CPU cores
     python benchmarks/torch_stability.py --quick          # 5000-item pool, one seed, ~1 min
     python benchmarks/torch_stability.py --device cuda    # on a GPU
 
