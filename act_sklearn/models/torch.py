@@ -232,11 +232,11 @@ class ACTNeuralNetClassifier(NeuralNetClassifier):
         if not self.train_split:
             return dataset, None
         # argmax of the signed targets is the human label where reviewed, else the machine one
-        labels = y.argmax(axis=1) if np.ndim(y) == 2 else y
+        labels = to_numpy(y).argmax(axis=1) if torch.is_tensor(y) and y.dim() == 2 else y
         return self.train_split(dataset, labels, **fit_params)
 
     def _targets(self, y, machine_labels, act_weight, power):
-        """Class indices (ordinary labels) or float32 signed soft targets (ACT design)."""
+        """Class indices (ordinary labels) or a float32 tensor of signed soft targets (ACT design)."""
         y = np.asarray(to_numpy(y) if torch.is_tensor(y) else y)
         if y.ndim != 1:
             raise ValueError(
@@ -257,7 +257,9 @@ class ACTNeuralNetClassifier(NeuralNetClassifier):
         targets = act_soft_targets(
             machine_codes, human_codes, act_weight, self.classes_.size, power, self.clip
         )
-        return targets.astype(np.float32)
+        # A tensor, not an array: the DataLoader then stacks row views once per batch
+        # instead of converting every item's row (measured: 10-18% of an MLP epoch).
+        return torch.from_numpy(targets.astype(np.float32))
 
     def _learn_classes(self, labels):
         if self.classes is None and not hasattr(self, "classes_inferred_"):
