@@ -66,11 +66,19 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--module", choices=sorted(MODULES), default="mlp")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: with 2, any other load on a 2-core machine made "
+        "every epoch ~25x slower through OpenMP waits, whichever loss)",
+    )
     parser.add_argument("--output", metavar="FILE.md", help="also write the report here")
     args = parser.parse_args(argv)
     command = "python benchmarks/torch_overhead.py" + "".join(
         f" {a}" for a in (argv if argv is not None else sys.argv[1:])
     )
+    torch.set_num_threads(args.threads)
     X, y, machine, error_proba = fashion_mnist(args.n_samples, seed=0)
     sampler = ACTSampler(budget=0.2, rule="normalize", explore=0.1, random_state=0).fit(error_proba)
     weights = act_weights(sampler.reviewed_, sampler.inclusion_proba_)
