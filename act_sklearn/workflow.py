@@ -1,0 +1,120 @@
+"""The human-review steps of a run folder: select the items to review, export them, import the answers.
+
+Each step reads what earlier steps wrote, checks everything before it writes, and
+writes whole files atomically, so that a failed step leaves the run folder as it was.
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from .review import (
+    collect_reviews,
+    label_studio_tasks,
+    labeling_config,
+    read_reviews,
+    write_label_studio_tasks,
+    write_review_sheet,
+)
+from .run_folder import RunFolderError
+from .sampler import ACTSampler
+
+EXPORT_FORMATS = ("csv", "jsonl", "label-studio")
+
+
+def select(run, *, budget, rule="threshold", explore=0.1, random_state=0):
+    """Draw the review sample from the criticizer's error probabilities; writes ``selection.csv``."""
+    run.require("annotate", "criticize")
+    criticism = run.read_table("criticism.csv")
+    if criticism["item_id"] != run.item_ids():
+        raise RunFolderError(f"{run.path}: criticism.csv does not cover the items; run `act-sklearn criticize` again.")
+    error_proba = np.asarray(criticism["error_proba"], dtype=float)
+    sampler = ACTSampler(budget=budget, rule=rule, explore=explore, random_state=random_state).fit(error_proba)
+    run.write_table(
+        "selection.csv",
+        {
+            "item_id": criticism["item_id"],
+            "inclusion_proba": [repr(float(p)) for p in sampler.inclusion_proba_],
+            "selected": [int(s) for s in sampler.reviewed_],
+        },
+    )
+    run.finish_step(
+        "select",
+        budget=budget,
+        rule=rule,
+        explore=explore,
+        random_state=random_state,
+        n_selected=int(sampler.reviewed_.sum()),
+    )
+    return sampler
+
+
+def selected_ids(run):
+    table = run.read_table("selection.csv")
+    return [item for item, chosen in zip(table["item_id"], table["selected"]) if chosen == "1"]
+
+
+def review_rows(run, *, pending_only=True):
+    """One row per selected item (most suspicious first): what a reviewer needs, and pi."""
+    run.require("select")
+    machine = run.read_table("machine.csv")
+    criticism = run.read_table("criticism.csv")
+    selection = run.read_table("selection.csv")
+    done = run.reviews() if pending_only else {}
+    rows = []
+    for index, item in enumerate(run.items()):
+        if selection["selected"][index] != "1" or item["item_id"] in done:
+            continue
+        row = {"item_id": item["item_id"]}
+        row.update({key: item[key] for key in ("text", "image") if item.get(key) is not None})
+        row.update(
+            machine_label=machine["machine_label"][index],
+            error_proba=float(criticism["error_proba"][index]),
+            inclusion_proba=float(selection["inclusion_proba"][index]),
+        )
+        rows.append(row)
+    rows.sort(key=lambda row: -row["error_proba"])
+    return rows
+
+
+def export(run, path, *, format="csv", image_mode="data-url", document_root=None):
+    """Write the items still awaiting review to ``path``; Label Studio also gets its labeling config.
+
+    Returns the number of items exported.
+    """
+    if format not in EXPORT_FORMATS:
+        raise ValueError(f"format must be one of {EXPORT_FORMATS}; got {format!r}.")
+    rows = review_rows(run)
+    path = Path(path)
+    if format == "label-studio":
+        kind = "image" if rows and "image" in rows[0] else "text"
+        tasks = label_studio_tasks(rows, kind=kind, image_mode=image_mode, document_root=document_root)
+        write_label_studio_tasks(path, tasks)
+        config = path.with_name(path.stem + ".config.xml")
+        config.write_text(labeling_config(run.classes(), kind=kind), encoding="utf-8")
+    else:
+        write_review_sheet(path.with_suffix(f".{format}"), rows)
+    return len(rows)
+
+
+def import_reviews(run, path):
+    """Take the answers in ``path`` (a sheet or a Label Studio export) into ``reviews.csv``.
+
+    Nothing is written when the file has an error. Items still pending stay
+    pending; conflicting answers are returned in ``conflicts`` and not taken.
+    """
+    run.require("select")
+    outcome = collect_reviews(
+        read_reviews(path), selected_ids=selected_ids(run), classes=run.classes(), known=run.reviews()
+    )
+    if outcome.taken:
+        run.add_reviews(outcome.taken, source=Path(path).name)
+    run.finish_step(
+        "import",
+        source=str(path),
+        taken=len(outcome.taken),
+        conflicts=len(outcome.conflicts),
+        reviewed=len(run.reviews()),
+        selected=len(selected_ids(run)),
+    )
+    return outcome

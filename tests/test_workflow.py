@@ -1,0 +1,109 @@
+"""Select, export, import on a run folder: partial and complete reviews, nothing lost, bad files refused."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from act_sklearn.review import ReviewFileError
+from act_sklearn.run_folder import RunFolder, RunFolderError
+from act_sklearn.workflow import export, import_reviews, review_rows, select, selected_ids
+
+CLASSES = ["pos", "neg"]
+
+
+@pytest.fixture
+def run(tmp_path):
+    rng = np.random.default_rng(0)
+    items = [dict(item_id=f"r{i}", text=f"review {i}", image=None, gold=CLASSES[i % 2]) for i in range(40)]
+    run = RunFolder.create(tmp_path / "run", items, classes=CLASSES, settings={})
+    ids = run.item_ids()
+    run.write_table("machine.csv", {"item_id": ids, "machine_label": [CLASSES[i % 3 == 0] for i in range(40)]})
+    run.finish_step("annotate")
+    run.write_table("criticism.csv", {"item_id": ids, "error_proba": list(rng.random(40).round(3))})
+    run.finish_step("criticize")
+    return run
+
+
+def _files(run):
+    return {p.name: p.read_bytes() for p in run.path.iterdir()}
+
+
+def test_select_needs_the_earlier_steps(tmp_path):
+    items = [dict(item_id="a", text="x", image=None)]
+    fresh = RunFolder.create(tmp_path / "fresh", items, classes=CLASSES, settings={})
+    with pytest.raises(RunFolderError, match="run `act-sklearn annotate` first"):
+        select(fresh, budget=1)
+
+
+def test_partial_then_complete_review_through_csv_and_label_studio(run, tmp_path):
+    sampler = select(run, budget=10, rule="threshold", explore=0.2, random_state=0)
+    chosen = selected_ids(run)
+    assert len(chosen) == 10 == sampler.reviewed_.sum()
+
+    sheet = tmp_path / "batch1.csv"
+    assert export(run, sheet, format="csv") == 10
+    with open(sheet, newline="") as file:
+        rows = list(csv.DictReader(file))
+    suspicion = [float(r["error_proba"]) for r in rows]
+    assert suspicion == sorted(suspicion, reverse=True)  # most suspicious first
+    assert all(float(r["inclusion_proba"]) > 0 for r in rows)
+
+    # a partial review: three answers
+    for row, label in zip(rows, ["pos", "neg", "neg"]):
+        row["label"] = label
+    with open(sheet, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    outcome = import_reviews(run, sheet)
+    assert len(outcome.taken) == 3 and len(run.reviews()) == 3
+
+    # the rest through Label Studio: only the 7 pending items are exported
+    tasks_path = tmp_path / "tasks.json"
+    assert export(run, tasks_path, format="label-studio") == 7
+    assert "<Choice value=\"neg\"/>" in (tmp_path / "tasks.config.xml").read_text()
+    tasks = json.loads(tasks_path.read_text())
+    exported = [
+        dict(
+            id=number,
+            data=task["data"],
+            annotations=[
+                dict(
+                    completed_by=1,
+                    was_cancelled=False,
+                    result=[dict(from_name="label", to_name="text", type="choices", value={"choices": ["pos"]})],
+                )
+            ],
+        )
+        for number, task in enumerate(tasks, start=1)
+    ]
+    export_path = tmp_path / "export.json"
+    export_path.write_text(json.dumps(exported))
+    import_reviews(run, export_path)
+    assert sorted(run.reviews()) == sorted(chosen)
+    assert review_rows(run) == []
+    # importing the first sheet again changes nothing
+    before = _files(run)["reviews.csv"]
+    again = import_reviews(run, sheet)
+    assert again.taken == {} and again.already_known == 3
+    assert _files(run)["reviews.csv"] == before
+
+
+@pytest.mark.parametrize(
+    "sheet_text, message",
+    [
+        ("item_id,label\nnot-an-item,pos\n", "not selected for review"),
+        ("item_id,label\n{first},maybe\n", "not a class"),
+        ("item_id,answer\n{first},pos\n", "no 'label' column"),
+    ],
+)
+def test_bad_review_file_leaves_the_run_folder_intact(run, tmp_path, sheet_text, message):
+    select(run, budget=5, random_state=0)
+    bad = tmp_path / "bad.csv"
+    bad.write_text(sheet_text.format(first=selected_ids(run)[0]))
+    before = _files(run)
+    with pytest.raises(ReviewFileError, match=message):
+        import_reviews(run, bad)
+    assert _files(run) == before
