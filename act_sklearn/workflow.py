@@ -118,3 +118,48 @@ def import_reviews(run, path):
         selected=len(selected_ids(run)),
     )
     return outcome
+
+
+def default_text_model():
+    """The downstream model for text items: TF-IDF features and the ACT loss, clipped."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import make_pipeline
+
+    from .models.linear import ACTLogisticRegression
+
+    return make_pipeline(TfidfVectorizer(sublinear_tf=True), ACTLogisticRegression(C=10.0, clip=1.0, max_iter=500))
+
+
+def train(run, estimator=None):
+    """Train on the machine labels corrected by the reviews so far (production mode); saves ``model.joblib``.
+
+    Items selected but not yet reviewed count as not reviewed, which biases the
+    loss only through the answers still missing; the manifest records how many.
+    """
+    import joblib
+
+    from .classifier import UNLABELED, ACTClassifier
+
+    run.require("select")
+    items = run.items()
+    if any(item.get("text") is None for item in items):
+        raise RunFolderError(f"{run.path}: training from the command needs text items; train images in Python.")
+    machine = run.read_table("machine.csv")["machine_label"]
+    inclusion_proba = np.asarray(run.read_table("selection.csv")["inclusion_proba"], dtype=float)
+    reviews = run.reviews()
+    if not reviews:
+        raise RunFolderError(f"{run.path}: no human answers yet; import a review with `act-sklearn import` first.")
+    y = np.array([reviews.get(item["item_id"], UNLABELED) for item in items], dtype=object)
+    model = ACTClassifier(estimator if estimator is not None else default_text_model(), classes=run.classes())
+    texts = [item["text"] for item in items]
+    model.fit(texts, y, machine_labels=np.array(machine, dtype=object), inclusion_proba=inclusion_proba)
+    joblib.dump(model, run.path / "model.joblib")
+    estimate = model.label_accuracy_
+    run.finish_step(
+        "train",
+        n_human_labels=model.n_human_labels_,
+        pending_reviews=len(selected_ids(run)) - len(reviews),
+        label_accuracy=estimate.accuracy if estimate.estimable else None,
+        label_accuracy_ci=[estimate.ci_low, estimate.ci_high] if estimate.estimable else None,
+    )
+    return model

@@ -8,7 +8,7 @@ import pytest
 
 from act_sklearn.review import ReviewFileError
 from act_sklearn.run_folder import RunFolder, RunFolderError
-from act_sklearn.workflow import export, import_reviews, review_rows, select, selected_ids
+from act_sklearn.workflow import export, import_reviews, review_rows, select, selected_ids, train
 
 CLASSES = ["pos", "neg"]
 
@@ -28,6 +28,12 @@ def run(tmp_path):
 
 def _files(run):
     return {p.name: p.read_bytes() for p in run.path.iterdir()}
+
+
+def test_train_needs_answers(run):
+    select(run, budget=5, random_state=0)
+    with pytest.raises(RunFolderError, match="no human answers yet"):
+        train(run)
 
 
 def test_select_needs_the_earlier_steps(tmp_path):
@@ -84,6 +90,12 @@ def test_partial_then_complete_review_through_csv_and_label_studio(run, tmp_path
     import_reviews(run, export_path)
     assert sorted(run.reviews()) == sorted(chosen)
     assert review_rows(run) == []
+    # train on what the reviewers said; the model and the estimate land in the run folder
+    model = train(run)
+    assert (run.path / "model.joblib").exists()
+    assert model.n_human_labels_ == 10 and set(model.predict(["review 3"])) <= set(CLASSES)
+    step = run.manifest()["steps"]["train"]
+    assert step["pending_reviews"] == 0 and 0 <= step["label_accuracy"] <= 1
     # importing the first sheet again changes nothing
     before = _files(run)["reviews.csv"]
     again = import_reviews(run, sheet)
