@@ -163,3 +163,58 @@ def train(run, estimator=None):
         label_accuracy_ci=[estimate.ci_low, estimate.ci_high] if estimate.estimable else None,
     )
     return model
+
+
+def _contents(items):
+    """What the LLMs read per item: the text, the image path, or both as a multimodal row."""
+    if all(item.get("image") is None for item in items):
+        return [item["text"] for item in items]
+    if all(item.get("text") is None for item in items):
+        return [item["image"] for item in items]
+    return [{"text": item["text"] or "", "image": item["image"]} for item in items]
+
+
+def _usage(component):
+    usage = getattr(component, "usage_", None)
+    return None if usage is None else {name: getattr(usage, name) for name in usage.__dataclass_fields__}
+
+
+def annotate(run, annotator):
+    """Label every item; writes ``machine.csv`` (labels and class probabilities).
+
+    Every response is cached as it arrives (``LLMBackend(cache_path=...)``), so a
+    failed or killed run, started again, pays only for the items left.
+    """
+    from ._llm_estimator import LLMBatchError, fitted_component
+
+    annotator = fitted_component(annotator, run.classes())
+    items = run.items()
+    annotations = annotator.annotate(_contents(items))
+    if annotations.failures:
+        raise LLMBatchError("annotate requests", annotations.failures, len(items))
+    labels = annotator.labels_from_index(annotations.label_index)
+    table = {"item_id": [item["item_id"] for item in items], "machine_label": [str(label) for label in labels]}
+    for k, name in enumerate(annotator.classes_):
+        table[f"proba:{name}"] = [repr(float(p)) for p in annotations.proba[:, k]]
+    run.write_table("machine.csv", table)
+    run.finish_step("annotate", usage=_usage(annotator))
+    return labels
+
+
+def criticize(run, criticizer):
+    """Score every machine label; writes ``criticism.csv`` (error probabilities)."""
+    from ._llm_estimator import LLMBatchError, fitted_component
+
+    run.require("annotate")
+    criticizer = fitted_component(criticizer, run.classes())
+    items = run.items()
+    labels = np.array(run.read_table("machine.csv")["machine_label"], dtype=object)
+    criticism = criticizer.criticize(_contents(items), labels)
+    if criticism.failures:
+        raise LLMBatchError("criticize requests", criticism.failures, len(items))
+    run.write_table(
+        "criticism.csv",
+        {"item_id": [item["item_id"] for item in items], "error_proba": [repr(float(e)) for e in criticism.error_proba]},
+    )
+    run.finish_step("criticize", usage=_usage(criticizer))
+    return criticism.error_proba

@@ -119,3 +119,30 @@ def test_bad_review_file_leaves_the_run_folder_intact(run, tmp_path, sheet_text,
     with pytest.raises(ReviewFileError, match=message):
         import_reviews(run, bad)
     assert _files(run) == before
+
+
+def test_annotate_and_criticize_with_llms_resume_from_the_cache(tmp_path):
+    from fake_llm import FakeLLM
+
+    from act_sklearn import MLLMAnnotator, MLLMCriticizer
+    from act_sklearn.workflow import annotate, criticize
+
+    labels = ["cat", "dog", "bird"]
+    items = [dict(item_id=f"t{i}", text=f"item {i}: a {labels[i % 3]}", image=None) for i in range(12)]
+    run = RunFolder.create(tmp_path / "run", items, classes=labels, settings={})
+    fake = FakeLLM()
+    backend = fake.backend(tmp_path)
+    machine = annotate(run, MLLMAnnotator(backend, classes=labels))
+    assert list(machine) == [labels[i % 3] for i in range(12)]
+    table = run.read_table("machine.csv")
+    assert table["machine_label"] == list(machine) and "proba:dog" in table
+    error_proba = criticize(run, MLLMCriticizer(backend, strategy="naive"))
+    assert error_proba.shape == (12,) and run.read_table("criticism.csv")["item_id"] == run.item_ids()
+    assert run.manifest()["steps"]["annotate"]["usage"]["requests"] == 12
+    n_requests = len(fake.requests)
+
+    # both steps again: everything comes from the cache
+    annotate(run, MLLMAnnotator(backend, classes=labels))
+    criticize(run, MLLMCriticizer(backend, strategy="naive"))
+    assert len(fake.requests) == n_requests
+    assert run.manifest()["steps"]["annotate"]["usage"]["cache_hits"] == 12
