@@ -1,0 +1,104 @@
+"""The act-sklearn command, end to end against the real llama.cpp server, and its exit codes."""
+
+import csv
+import json
+
+import pytest
+
+from act_sklearn.cli import EXIT_BAD_INPUT, EXIT_CONFLICTS, EXIT_OK, main
+from act_sklearn.run_folder import RunFolder
+
+CLASSES = ["good", "bad"]
+
+
+@pytest.fixture
+def items_file(tmp_path):
+    path = tmp_path / "reviews.csv"
+    with open(path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["id", "review", "gold"])
+        for i in range(24):
+            writer.writerow([f"m{i}", f"movie {i} was {'great fun' if i % 2 else 'a dull mess'}", CLASSES[i % 2 == 0]])
+    return path
+
+
+def _label_studio_export(tasks, labels):
+    """What Label Studio's JSON export holds after reviewers answered ``labels`` (item id -> label)."""
+    exported = []
+    for number, task in enumerate(tasks, start=1):
+        label = labels.get(task["data"]["item_id"])
+        annotations = [] if label is None else [
+            dict(
+                completed_by=1,
+                was_cancelled=False,
+                result=[dict(from_name="label", to_name="text", type="choices", value={"choices": [label]})],
+            )
+        ]
+        exported.append(dict(id=number, data=task["data"], annotations=annotations))
+    return exported
+
+
+def test_annotate_select_export_import_train_against_llama_server(
+    llama_server_url, items_file, tmp_path, capsys
+):
+    run = tmp_path / "run"
+    llm = ["--base-url", llama_server_url, "--model", "tiny", "--max-concurrency", "4"]
+    assert main(["annotate", "--run", str(run), "--input", str(items_file), "--classes", ",".join(CLASSES),
+                 "--id-column", "id", "--text-column", "review", "--label-column", "gold", *llm]) == EXIT_OK
+    machine = RunFolder(run).read_table("machine.csv")
+    assert len(machine["machine_label"]) == 24 and set(machine["machine_label"]) <= set(CLASSES)
+    assert main(["criticize", "--run", str(run), "--strategy", "naive", *llm]) == EXIT_OK
+    error_proba = [float(e) for e in RunFolder(run).read_table("criticism.csv")["error_proba"]]
+    assert all(0 <= e <= 1 for e in error_proba)
+    assert main(["select", "--run", str(run), "--budget", "8", "--explore", "0.25"]) == EXIT_OK
+
+    tasks_path = tmp_path / "tasks.json"
+    assert main(["export", "--run", str(run), "--output", str(tasks_path), "--format", "label-studio"]) == EXIT_OK
+    tasks = json.loads(tasks_path.read_text())
+    assert len(tasks) == 8 and (tmp_path / "tasks.config.xml").exists()
+    assert all(task["predictions"][0]["result"][0]["value"]["choices"][0] in CLASSES for task in tasks)
+    gold = {row["id"]: row["gold"] for row in csv.DictReader(open(items_file))}
+
+    # a partial review (3 answers), then the complete one
+    partial = tmp_path / "partial.json"
+    first_three = {t["data"]["item_id"]: gold[t["data"]["item_id"]] for t in tasks[:3]}
+    partial.write_text(json.dumps(_label_studio_export(tasks, first_three)))
+    assert main(["import", "--run", str(run), str(partial)]) == EXIT_OK
+    assert len(RunFolder(run).reviews()) == 3
+    complete = tmp_path / "complete.json"
+    complete.write_text(json.dumps(_label_studio_export(tasks, {t["data"]["item_id"]: gold[t["data"]["item_id"]] for t in tasks})))
+    assert main(["import", "--run", str(run), str(complete)]) == EXIT_OK
+    assert RunFolder(run).reviews() == {t["data"]["item_id"]: gold[t["data"]["item_id"]] for t in tasks}
+
+    assert main(["train", "--run", str(run)]) == EXIT_OK
+    assert (run / "model.joblib").exists()
+    output = capsys.readouterr().out
+    assert "trained on 8 human labels" in output and "final-label accuracy" in output
+    assert set(RunFolder(run).manifest()["steps"]) == {"annotate", "criticize", "select", "import", "train"}
+
+    # a conflicting answer is reported (exit 4) and not taken
+    conflict = tmp_path / "conflict.csv"
+    item = tasks[0]["data"]["item_id"]
+    other = next(c for c in CLASSES if c != gold[item])
+    conflict.write_text(f"item_id,label\n{item},{other}\n")
+    assert main(["import", "--run", str(run), str(conflict)]) == EXIT_CONFLICTS
+    assert RunFolder(run).reviews()[item] == gold[item]
+
+
+def test_bad_input_exits_2_with_the_file_and_the_fix(items_file, tmp_path, capsys):
+    code = main(["annotate", "--run", str(tmp_path / "run"), "--input", str(items_file), "--classes", "good,bad",
+                 "--text-column", "text"])
+    assert code == EXIT_BAD_INPUT
+    error = capsys.readouterr().err
+    assert str(items_file) in error and "no column 'text'" in error and "--text-column" in error
+    assert not (tmp_path / "run").exists()
+    assert main(["select", "--run", str(tmp_path / "nowhere"), "--budget", "3"]) == EXIT_BAD_INPUT
+    assert "is not a run folder" in capsys.readouterr().err
+
+
+def test_every_step_has_help(capsys):
+    for step in ("annotate", "criticize", "select", "export", "import", "train"):
+        with pytest.raises(SystemExit) as exited:
+            main([step, "--help"])
+        assert exited.value.code == 0
+        assert "--run" in capsys.readouterr().out
