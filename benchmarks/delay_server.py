@@ -18,6 +18,8 @@ message, never by ``hash()``, which is salted per process):
 * ``response_format`` of type ``json_schema`` whose schema has a ``label``
   property with an ``enum``: ``{"label": <one of the enum>}`` (other required
   properties get type-appropriate placeholders);
+* another ``json_schema`` (a criticizer's, say): every required property, an
+  enum value picked by the same hash, or a type-appropriate placeholder;
 * otherwise the label is picked from a list literal found in the prompt, e.g.
   scikit-llm's ``List of categories: ['a', 'b']``; the answer is
   ``{"label": ...}`` when ``response_format`` is ``json_object`` or the prompt
@@ -190,6 +192,15 @@ def plan_answer(request: dict) -> tuple[str, str, int, list]:
             if name != "label":
                 answer[name] = placeholder(properties.get(name, {}), schema)
         return render_json(answer, label, labels)
+    if schema and schema.get("required"):  # another structured answer (e.g. a criticizer's)
+        answer = {}
+        for name in schema["required"]:
+            values = enum_values(properties.get(name, {}), schema)
+            answer[name] = values[stable_index(key, len(values))] if values else placeholder(
+                properties.get(name, {}), schema
+            )
+        content = json.dumps(answer)
+        return content, content, 0, [content]
     labels = labels_in_prompt(messages) or ["unknown"]
     label = labels[stable_index(key, len(labels))]
     wants_json = (isinstance(response_format, dict) and response_format.get("type") == "json_object") \

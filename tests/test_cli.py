@@ -102,3 +102,56 @@ def test_every_step_has_help(capsys):
             main([step, "--help"])
         assert exited.value.code == 0
         assert "--run" in capsys.readouterr().out
+
+
+def _kill_when(process, done, timeout=60):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert process.poll() is None, "the step finished before it could be killed; slow the server down"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+
+
+def test_a_run_killed_during_steps_resumes_with_nothing_lost_and_no_repeated_request(items_file, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from delay_server import request_count, reset_count, serve_in_thread
+
+    run = tmp_path / "run"
+    with serve_in_thread(delay=0.3) as url:
+        llm = ["--base-url", url, "--model", "m", "--max-concurrency", "2", "--api-key-env", "NO_KEY_NEEDED"]
+        annotate = ["annotate", "--run", str(run), "--input", str(items_file), "--classes", "good,bad",
+                    "--id-column", "id", "--text-column", "review", *llm]
+        criticize = ["criticize", "--run", str(run), "--strategy", "naive", *llm]
+        env = {"NO_KEY_NEEDED": "x", "PATH": "", "PYTHONPATH": ":".join(sys.path)}
+
+        # killed half-way through annotate: the answers that arrived are in the cache
+        process = subprocess.Popen([sys.executable, "-m", "act_sklearn.cli", *annotate], env=env)
+        _kill_when(process, lambda: request_count(url) >= 8)
+        assert not (run / "machine.csv").exists() and (run / "manifest.json").exists()
+        sent_before = request_count(url)
+        reset_count(url)
+        assert main(annotate) == EXIT_OK
+        usage = RunFolder(run).manifest()["steps"]["annotate"]["usage"]
+        assert usage["cache_hits"] >= 1 and usage["requests"] + usage["cache_hits"] == 24
+        assert request_count(url) == usage["requests"] == 24 - usage["cache_hits"]
+        assert sent_before + request_count(url) <= 24 + 2  # at most the in-flight pair repeated
+        machine = (run / "machine.csv").read_bytes()
+
+        # killed during criticize: the machine labels stay, finished criticisms are not paid again
+        reset_count(url)
+        process = subprocess.Popen([sys.executable, "-m", "act_sklearn.cli", *criticize], env=env)
+        _kill_when(process, lambda: request_count(url) >= 8)
+        assert (run / "machine.csv").read_bytes() == machine and not (run / "criticism.csv").exists()
+        reset_count(url)
+        assert main(criticize) == EXIT_OK
+        usage = RunFolder(run).manifest()["steps"]["criticize"]["usage"]
+        assert usage["cache_hits"] >= 1 and request_count(url) == 24 - usage["cache_hits"]
+        assert (run / "machine.csv").read_bytes() == machine
