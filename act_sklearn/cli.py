@@ -111,6 +111,14 @@ def cmd_train(args):
     print(model.label_accuracy_)
 
 
+def cmd_report(args):
+    from .workflow import report
+
+    run = RunFolder(args.run)
+    report(run, confidence=args.confidence)
+    print((run.path / "report.md").read_text(encoding="utf-8"))
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="act-sklearn",
@@ -170,6 +178,9 @@ def build_parser():
     import_step.add_argument("file", type=_path)
 
     step("train", "train the downstream model on the corrected labels (text items)")
+
+    report_step = step("report", "the final labels' estimated accuracy, errors found, reviews and LLM usage")
+    report_step.add_argument("--confidence", type=float, default=0.9)
     return parser
 
 
@@ -191,6 +202,7 @@ COMMANDS = {
     "export": cmd_export,
     "import": cmd_import,
     "train": cmd_train,
+    "report": cmd_report,
 }
 
 

@@ -218,3 +218,51 @@ def criticize(run, criticizer):
     )
     run.finish_step("criticize", usage=_usage(criticizer))
     return criticism.error_proba
+
+
+def report(run, *, confidence=0.9):
+    """What the job achieved so far; writes ``report.json`` and ``report.md`` and returns the dict.
+
+    Selected items still awaiting an answer are treated as unreviewed, so the
+    estimate covers the answers in hand; ``pending_reviews`` says how many are missing.
+    """
+    import json
+
+    from .review.files import write_atomically
+    from .stats import criticizer_auroc, estimate_label_accuracy
+
+    run.require("select")
+    ids = run.item_ids()
+    machine = np.array(run.read_table("machine.csv")["machine_label"], dtype=object)
+    error_proba = np.asarray(run.read_table("criticism.csv")["error_proba"], dtype=float)
+    inclusion_proba = np.asarray(run.read_table("selection.csv")["inclusion_proba"], dtype=float)
+    answers = run.reviews()
+    reviewed = np.array([item in answers for item in ids])
+    human = np.array([answers.get(item, label) for item, label in zip(ids, machine)], dtype=object)
+    estimate = estimate_label_accuracy(machine, human, reviewed, inclusion_proba, confidence=confidence)
+    steps = run.manifest()["steps"]
+    facts = dict(
+        n_items=len(ids),
+        selected=len(selected_ids(run)),
+        budget=steps["select"]["budget"],
+        rule=steps["select"]["rule"],
+        explore=steps["select"]["explore"],
+        human_labels=int(reviewed.sum()),
+        pending_reviews=len(selected_ids(run)) - int(reviewed.sum()),
+        errors_found=int(np.sum(reviewed & (human != machine))),
+        final_label_accuracy=estimate.accuracy if estimate.estimable else None,
+        final_label_accuracy_ci=[estimate.ci_low, estimate.ci_high] if estimate.estimable else None,
+        confidence=confidence,
+        llm_usage={step: steps[step].get("usage") for step in ("annotate", "criticize") if step in steps},
+    )
+    gold = run.read_table("oracle.csv").get("gold")
+    if gold:  # a simulation: what the oracle knows
+        gold = np.array(gold, dtype=object)
+        facts["machine_accuracy"] = float(np.mean(machine == gold))
+        facts["final_label_accuracy_true"] = float(np.mean(np.where(reviewed, human, machine) == gold))
+        facts["criticizer_auroc"] = float(criticizer_auroc(gold, machine, error_proba))
+    write_atomically(run.path / "report.json", lambda f: json.dump(facts, f, indent=2))
+    lines = [f"# act-sklearn report: {run.path.name}", "", str(estimate), ""]
+    lines += [f"- {name.replace('_', ' ')}: {value}" for name, value in facts.items()]
+    write_atomically(run.path / "report.md", lambda f: f.write("\n".join(lines) + "\n"))
+    return facts

@@ -75,6 +75,12 @@ def test_annotate_select_export_import_train_against_llama_server(
     output = capsys.readouterr().out
     assert "trained on 8 human labels" in output and "final-label accuracy" in output
     assert set(RunFolder(run).manifest()["steps"]) == {"annotate", "criticize", "select", "import", "train"}
+    assert main(["report", "--run", str(run)]) == EXIT_OK
+    facts = json.loads((run / "report.json").read_text())
+    assert facts["human_labels"] == 8 and facts["pending_reviews"] == 0 and facts["n_items"] == 24
+    assert 0 <= facts["final_label_accuracy"] <= 1 and 0 <= facts["machine_accuracy"] <= 1
+    assert facts["llm_usage"]["annotate"]["requests"] + facts["llm_usage"]["annotate"]["cache_hits"] == 24
+    assert "final-label accuracy" in (run / "report.md").read_text()
 
     # a conflicting answer is reported (exit 4) and not taken
     conflict = tmp_path / "conflict.csv"
@@ -97,7 +103,7 @@ def test_bad_input_exits_2_with_the_file_and_the_fix(items_file, tmp_path, capsy
 
 
 def test_every_step_has_help(capsys):
-    for step in ("annotate", "criticize", "select", "export", "import", "train"):
+    for step in ("annotate", "criticize", "select", "export", "import", "train", "report"):
         with pytest.raises(SystemExit) as exited:
             main([step, "--help"])
         assert exited.value.code == 0
