@@ -11,6 +11,7 @@ Exit codes scripts can rely on:
 
 import argparse
 import sys
+from pathlib import Path
 
 from .review import ReviewFileError
 from .run_folder import RunFolder, RunFolderError
@@ -131,7 +132,7 @@ def build_parser():
 
     def step(name, help_text):
         sub = steps.add_parser(name, help=help_text, description=help_text)
-        sub.add_argument("--run", type=_path, required=True, help="the run folder")
+        sub.add_argument("--run", type=Path, required=True, help="the run folder")
         return sub
 
     def llm_options(sub, prefix="", who="annotator"):
@@ -147,7 +148,7 @@ def build_parser():
         )
 
     annotate_step = step("annotate", "label every item with an LLM (creates the run folder)")
-    annotate_step.add_argument("--input", type=_path, required=True, help="items: .csv, .jsonl or .parquet")
+    annotate_step.add_argument("--input", type=Path, required=True, help="items: .csv, .jsonl or .parquet")
     annotate_step.add_argument("--classes", required=True, help="the label set, comma-separated")
     annotate_step.add_argument("--id-column", help="unique item ids (default: row numbers)")
     annotate_step.add_argument("--text-column", help="the text to label")
@@ -170,24 +171,18 @@ def build_parser():
     select_step.add_argument("--seed", type=int, default=0)
 
     export_step = step("export", "write the items awaiting review for reviewers")
-    export_step.add_argument("--output", type=_path, required=True)
+    export_step.add_argument("--output", type=Path, required=True)
     export_step.add_argument("--format", choices=["csv", "jsonl", "label-studio"], default="csv")
     export_step.add_argument("--image-mode", choices=["data-url", "local-files"], default="data-url")
 
     import_step = step("import", "bring reviewers' answers back (a sheet or a Label Studio export)")
-    import_step.add_argument("file", type=_path)
+    import_step.add_argument("file", type=Path)
 
     step("train", "train the downstream model on the corrected labels (text items)")
 
     report_step = step("report", "the final labels' estimated accuracy, errors found, reviews and LLM usage")
     report_step.add_argument("--confidence", type=float, default=0.9)
     return parser
-
-
-def _path(text):
-    from pathlib import Path
-
-    return Path(text)
 
 
 def _budget(text):

@@ -104,9 +104,8 @@ def import_reviews(run, path):
     pending; conflicting answers are returned in ``conflicts`` and not taken.
     """
     run.require("select")
-    outcome = collect_reviews(
-        read_reviews(path), selected_ids=selected_ids(run), classes=run.classes(), known=run.reviews()
-    )
+    chosen, known = selected_ids(run), run.reviews()
+    outcome = collect_reviews(read_reviews(path), selected_ids=chosen, classes=run.classes(), known=known)
     if outcome.taken:
         run.add_reviews(outcome.taken, source=Path(path).name)
     run.finish_step(
@@ -114,8 +113,8 @@ def import_reviews(run, path):
         source=str(path),
         taken=len(outcome.taken),
         conflicts=len(outcome.conflicts),
-        reviewed=len(run.reviews()),
-        selected=len(selected_ids(run)),
+        reviewed=len(known) + len(outcome.taken),
+        selected=len(chosen),
     )
     return outcome
 
@@ -241,14 +240,15 @@ def report(run, *, confidence=0.9):
     human = np.array([answers.get(item, label) for item, label in zip(ids, machine)], dtype=object)
     estimate = estimate_label_accuracy(machine, human, reviewed, inclusion_proba, confidence=confidence)
     steps = run.manifest()["steps"]
+    n_selected = len(selected_ids(run))
     facts = dict(
         n_items=len(ids),
-        selected=len(selected_ids(run)),
+        selected=n_selected,
         budget=steps["select"]["budget"],
         rule=steps["select"]["rule"],
         explore=steps["select"]["explore"],
         human_labels=int(reviewed.sum()),
-        pending_reviews=len(selected_ids(run)) - int(reviewed.sum()),
+        pending_reviews=n_selected - int(reviewed.sum()),
         errors_found=int(np.sum(reviewed & (human != machine))),
         final_label_accuracy=estimate.accuracy if estimate.estimable else None,
         final_label_accuracy_ci=[estimate.ci_low, estimate.ci_high] if estimate.estimable else None,

@@ -153,6 +153,10 @@ def _cells(runs, budget, config):
     return np.array([r["test_accuracy"] for r in chosen]), chosen
 
 
+def _table_head(columns):
+    return ["| method | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+
+
 def collapse_report(runs):
     """Test accuracy and training loss over a long training, unprotected and clipped."""
     lines = [
@@ -161,8 +165,7 @@ def collapse_report(runs):
         "",
         "Test accuracy (training ACT loss) after each number of epochs.",
         "",
-        "| method | " + " | ".join(f"epoch {e}" for e in COLLAPSE_EPOCHS) + " |",
-        "|---|" + "---:|" * len(COLLAPSE_EPOCHS),
+        *_table_head([f"epoch {e}" for e in COLLAPSE_EPOCHS]),
     ]
     for run in runs:
         cells = [
@@ -189,8 +192,7 @@ def report(runs, args, budgets, task_note, command, wall):
         "",
         "Test accuracy, mean ± std over seeds; ▼ marks a mean below full machine.",
         "",
-        "| method | " + " | ".join(f"{b:.0%}" for b in budgets) + " |",
-        "|---|" + "---:|" * len(budgets),
+        *_table_head([f"{b:.0%}" for b in budgets]),
     ]
     failures, worst_seed_failures = [], []
     for config in configurations():
@@ -212,8 +214,7 @@ def report(runs, args, budgets, task_note, command, wall):
         "negative ACT loss means the network is earning loss by pushing reviewed items' "
         "machine-label logits down (the collapse).",
         "",
-        "| method | " + " | ".join(f"{b:.0%}" for b in budgets) + " |",
-        "|---|" + "---:|" * len(budgets),
+        *_table_head([f"{b:.0%}" for b in budgets]),
     ]
     for config in configurations():
         cells = []
