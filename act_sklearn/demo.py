@@ -67,21 +67,35 @@ def run_demo(
         run, annotator, criticizer, budget=budget, rule=rule, explore=explore, random_state=random_state, log=log
     )
     downstream = downstream_accuracy(run, model, data_home=data_home)
-    log("test accuracy of the downstream model: " + ", ".join(f"{k} {v:.2%}" for k, v in downstream.items()))
+    log("test accuracy of the downstream model: " + ", ".join(f"{k} {_percent(v)}" for k, v in downstream.items()))
     return report(run, extra={"downstream_test_accuracy": downstream})
 
 
 def downstream_accuracy(run, act_model, *, data_home=None):
-    """Accuracy on the test posts of the same TF-IDF model trained three ways."""
+    """Accuracy on the test posts of the same TF-IDF model trained three ways.
+
+    None where the labels hold a single class (a random server model may answer
+    one label for everything), since no classifier trains on that.
+    """
     test_texts, test_labels = load_newsgroups(
         subset="test", categories=list(DEMO_NEWSGROUPS), data_home=data_home, return_X_y=True
     )
     texts = [item["text"] for item in run.items()]
     machine = np.array(run.read_table("machine.csv")["machine_label"], dtype=object)
     gold = np.array(run.read_table("oracle.csv")["gold"], dtype=object)
-    score = lambda model: float(np.mean(model.predict(test_texts) == test_labels))  # noqa: E731
+
+    def score(model):
+        return float(np.mean(model.predict(test_texts) == test_labels))
+
+    def trained_on(labels):
+        return score(default_text_model().fit(texts, labels)) if np.unique(labels).size > 1 else None
+
     return {
-        "machine labels only": score(default_text_model().fit(texts, machine)),
+        "machine labels only": trained_on(machine),
         f"ACT ({act_model.n_human_labels_} human labels)": score(act_model),
-        "all gold labels": score(default_text_model().fit(texts, gold)),
+        "all gold labels": trained_on(gold),
     }
+
+
+def _percent(value):
+    return "n/a (one class)" if value is None else f"{value:.2%}"

@@ -81,6 +81,7 @@ def test_annotate_select_export_import_train_against_llama_server(
     assert 0 <= facts["final_label_accuracy"] <= 1 and 0 <= facts["machine_accuracy"] <= 1
     assert facts["llm_usage"]["annotate"]["requests"] + facts["llm_usage"]["annotate"]["cache_hits"] == 24
     assert "final-label accuracy" in (run / "report.md").read_text()
+    _check_every_file(run, n_items=24, n_reviewed=8)
 
     # a conflicting answer is reported (exit 4) and not taken
     conflict = tmp_path / "conflict.csv"
@@ -89,6 +90,30 @@ def test_annotate_select_export_import_train_against_llama_server(
     conflict.write_text(f"item_id,label\n{item},{other}\n")
     assert main(["import", "--run", str(run), str(conflict)]) == EXIT_CONFLICTS
     assert RunFolder(run).reviews()[item] == gold[item]
+
+
+def _check_every_file(run, *, n_items, n_reviewed):
+    """Each file of a finished simulation holds what it should, and nothing else is there."""
+    expected = {"manifest.json", "items.jsonl", "oracle.csv", "machine.csv", "criticism.csv", "selection.csv",
+                "reviews.csv", "model.joblib", "report.json", "report.md", "aqg.png", "calibration.png"}
+    names = {p.name for p in run.iterdir()}
+    assert expected <= names and names - expected <= {"cache.sqlite", "oracle_review.csv"}
+    folder = RunFolder(run)
+    ids = folder.item_ids()
+    assert len(ids) == n_items == len(folder.read_table("oracle.csv")["gold"])
+    for table in ("machine.csv", "criticism.csv", "selection.csv"):
+        assert folder.read_table(table)["item_id"] == ids
+    assert sum(map(int, folder.read_table("selection.csv")["selected"])) == n_reviewed == len(folder.reviews())
+    assert set(folder.reviews().values()) <= set(folder.classes())
+    for image in ("aqg.png", "calibration.png"):
+        assert (run / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import joblib
+
+    model = joblib.load(run / "model.joblib")
+    assert model.n_human_labels_ == n_reviewed and set(model.classes_) <= set(folder.classes())
+    facts = json.loads((run / "report.json").read_text())
+    assert facts["n_items"] == n_items and facts["human_labels"] == n_reviewed and facts["pending_reviews"] == 0
+    assert facts["plots"] == ["aqg.png", "calibration.png"]
 
 
 def test_bad_input_exits_2_with_the_file_and_the_fix(items_file, tmp_path, capsys):
@@ -103,7 +128,7 @@ def test_bad_input_exits_2_with_the_file_and_the_fix(items_file, tmp_path, capsy
 
 
 def test_every_step_has_help(capsys):
-    for step in ("annotate", "criticize", "select", "export", "import", "train", "report"):
+    for step in ("annotate", "criticize", "select", "export", "import", "train", "report", "run", "demo"):
         with pytest.raises(SystemExit) as exited:
             main([step, "--help"])
         assert exited.value.code == 0
@@ -161,3 +186,78 @@ def test_a_run_killed_during_steps_resumes_with_nothing_lost_and_no_repeated_req
         usage = RunFolder(run).manifest()["steps"]["criticize"]["usage"]
         assert usage["cache_hits"] >= 1 and request_count(url) == 24 - usage["cache_hits"]
         assert (run / "machine.csv").read_bytes() == machine
+
+
+def test_run_killed_between_steps_resumes_without_repeating_a_request(items_file, tmp_path, capsys):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from delay_server import request_count, reset_count, serve_in_thread
+
+    run = tmp_path / "run"
+    with serve_in_thread(delay=0.3) as url:
+        command = ["run", "--run", str(run), "--input", str(items_file), "--classes", "good,bad", "--id-column",
+                   "id", "--text-column", "review", "--label-column", "gold", "--budget", "6", "--explore", "0.5",
+                   "--strategy", "naive", "--base-url", url, "--model", "m", "--max-concurrency", "2",
+                   "--api-key-env", "NO_KEY_NEEDED"]
+        env = {"NO_KEY_NEEDED": "x", "PATH": "", "PYTHONPATH": ":".join(sys.path)}
+        # killed once annotate is done and criticize is under way
+        process = subprocess.Popen([sys.executable, "-m", "act_sklearn", *command], env=env)
+        _kill_when(process, lambda: request_count(url) >= 24 + 6)
+        assert (run / "machine.csv").exists() and not (run / "criticism.csv").exists()
+        sent_before = request_count(url)
+        machine = (run / "machine.csv").read_bytes()
+        reset_count(url)
+        assert main(command) == EXIT_OK
+        output = capsys.readouterr().out
+        assert "annotate: done earlier" in output and "final-label accuracy" in output
+        usage = RunFolder(run).manifest()["steps"]["criticize"]["usage"]
+        assert request_count(url) == usage["requests"] == 24 - usage["cache_hits"]  # no annotate request again
+        assert sent_before - 24 + request_count(url) <= 24 + 2  # at most the in-flight pair repeated
+        assert (run / "machine.csv").read_bytes() == machine
+        _check_every_file(run, n_items=24, n_reviewed=6)
+
+        # the whole run again: nothing sent, nothing changed
+        reset_count(url)
+        assert main(command) == EXIT_OK and request_count(url) == 0
+
+
+def test_run_needs_the_gold_column(items_file, tmp_path, capsys):
+    code = main(["run", "--run", str(tmp_path / "run"), "--input", str(items_file), "--classes", "good,bad",
+                 "--text-column", "review", "--budget", "3"])
+    assert code == EXIT_BAD_INPUT and "--label-column" in capsys.readouterr().err
+
+
+def test_offline_demo_end_to_end_and_resumed(tmp_path, capsys):
+    run = tmp_path / "demo"
+    assert main(["demo", "--run", str(run), "--n-items", "240", "--budget", "0.25"]) == EXIT_OK
+    output = capsys.readouterr().out
+    assert "ZeroShotAnnotator(wordllama)" in output and "ZeroShotCriticizer(minilm)" in output
+    assert "final-label accuracy" in output and "test accuracy of the downstream model" in output
+    _check_every_file(run, n_items=240, n_reviewed=60)
+    facts = json.loads((run / "report.json").read_text())
+    assert facts["machine_accuracy"] > 0.5 and facts["criticizer_auroc"] > 0.75  # 0.71 and 0.93 on all posts
+    assert facts["final_label_accuracy_true"] > facts["machine_accuracy"]
+    downstream = facts["downstream_test_accuracy"]
+    assert list(downstream) == ["machine labels only", "ACT (60 human labels)", "all gold labels"]
+    assert all(0.3 < accuracy <= 1 for accuracy in downstream.values())
+    selection = (run / "selection.csv").read_bytes()
+
+    assert main(["demo", "--run", str(run), "--n-items", "240", "--budget", "0.25"]) == EXIT_OK
+    output = capsys.readouterr().out
+    assert "annotate: done earlier" in output and "criticize: done earlier" in output
+    assert (run / "selection.csv").read_bytes() == selection
+
+
+def test_demo_against_an_openai_compatible_server(llama_server_url, tmp_path, capsys):
+    run = tmp_path / "demo"
+    code = main(["demo", "--run", str(run), "--n-items", "16", "--budget", "4", "--explore", "0.5",
+                 "--base-url", llama_server_url, "--model", "tiny", "--strategy", "naive", "--max-concurrency", "4"])
+    assert code == EXIT_OK
+    output = capsys.readouterr().out
+    assert "MLLMAnnotator(tiny)" in output and "MLLMCriticizer(tiny)" in output
+    facts = json.loads((run / "report.json").read_text())
+    assert facts["llm_usage"]["annotate"]["requests"] + facts["llm_usage"]["annotate"]["cache_hits"] == 16
+    assert facts["human_labels"] == 4 and (run / "cache.sqlite").exists()
