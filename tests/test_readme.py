@@ -21,3 +21,4 @@ def test_readme_python_examples_run(capsys, monkeypatch, tmp_path, llama_server_
     assert namespace["act_net"].score(namespace["X_pool"].astype("float32"), namespace["y_pool"]) > 0.8
     assert set(namespace["labels"]) <= {"positive", "negative", "neutral"}
     assert namespace["error_proba"].shape == (3,) and "UsageLedger(requests=" in output
+    assert namespace["post_error_proba"].shape == (200,) and "zero-shot accuracy" in output
