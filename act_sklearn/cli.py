@@ -217,7 +217,7 @@ def build_parser():
     import_step = step("import", "bring reviewers' answers back (a sheet or a Label Studio export)")
     import_step.add_argument("file", type=Path)
 
-    step("train", "train the downstream model on the corrected labels (text items)")
+    step("train", "train the default downstream model on the corrected labels (TF-IDF for texts, pixels for images)")
 
     report_step = step("report", "the final labels' estimated accuracy, errors found, reviews, LLM usage, plots")
     _confidence_option(report_step)

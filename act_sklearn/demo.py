@@ -14,7 +14,7 @@ from .datasets import DEMO_NEWSGROUPS, load_newsgroups
 from .report import report
 from .run_folder import RunFolder
 from .simulation import simulate
-from .workflow import default_text_model
+from .default_models import default_text_model
 
 TEMPLATE = "a newsgroup post about {}"
 INSTRUCTIONS = "Which newsgroup was this post written for?"
@@ -67,8 +67,9 @@ def run_demo(
         run, annotator, criticizer, budget=budget, rule=rule, explore=explore, random_state=random_state, log=log
     )
     downstream = downstream_accuracy(run, model, data_home=data_home)
+    run.finish_step("evaluate", downstream_test_accuracy=downstream)  # the report shows it from now on
     log("test accuracy of the downstream model: " + ", ".join(f"{k} {_percent(v)}" for k, v in downstream.items()))
-    return report(run, extra={"downstream_test_accuracy": downstream})
+    return report(run)
 
 
 def downstream_accuracy(run, act_model, *, data_home=None):

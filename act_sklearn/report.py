@@ -17,7 +17,7 @@ AQG_BUDGETS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)  # shares of the items
 LLM_STEPS = ("annotate", "criticize")
 
 
-def report(run, *, confidence=0.9, extra=None):
+def report(run, *, confidence=0.9):
     """Write ``report.json``, ``report.md``, ``calibration.png`` (and ``aqg.png`` with an oracle).
 
     Selected items still awaiting an answer are treated as unreviewed, so the
@@ -28,8 +28,6 @@ def report(run, *, confidence=0.9, extra=None):
     run : RunFolder
     confidence : float, default=0.9
         Level of the final-label accuracy interval.
-    extra : dict, default=None
-        Further figures to include as they are (the demo's downstream accuracies).
 
     Returns
     -------
@@ -72,7 +70,8 @@ def report(run, *, confidence=0.9, extra=None):
         facts.update(_oracle_facts(run, np.array(gold, dtype=object), machine, human, reviewed, error_proba, facts))
     else:
         facts.update(_review_calibration(run, machine, human, reviewed, error_proba, inclusion_proba))
-    facts.update(extra or {})
+    if "evaluate" in steps:  # held-out accuracies of downstream models (the demo's comparison)
+        facts["downstream_test_accuracy"] = steps["evaluate"]["downstream_test_accuracy"]
     write_atomically(run.path / "report.json", lambda f: json.dump(facts, f, indent=2))
     write_atomically(run.path / "report.md", lambda f: f.write(_markdown(run, estimate, facts)))
     return facts
@@ -93,7 +92,9 @@ def _oracle_facts(run, gold, machine, human, reviewed, error_proba, facts):
         "random review": aqg_curve(gold, machine, np.full(gold.size, 0.5), budgets, rule="normalize", random_state=0),
     }
     plot_aqg_curve(run.path / "aqg.png", curves, n_items=gold.size, run_budget=facts["human_labels"])
-    ece = plot_calibration(run.path / "calibration.png", error_proba, is_error, title="Criticizer calibration (all items)")
+    ece = plot_calibration(
+        run.path / "calibration.png", error_proba, is_error, title="Criticizer calibration (all items)"
+    )
     return dict(
         machine_accuracy=float(np.mean(~is_error)),
         final_label_accuracy_true=float(np.mean(np.where(reviewed, human, machine) == gold)),

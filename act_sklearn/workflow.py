@@ -139,16 +139,6 @@ def review_with_oracle(run):
     return import_reviews(run, sheet)
 
 
-def default_text_model():
-    """The downstream model for text items: TF-IDF features and the ACT loss, clipped."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.pipeline import make_pipeline
-
-    from .models.linear import ACTLogisticRegression
-
-    return make_pipeline(TfidfVectorizer(sublinear_tf=True), ACTLogisticRegression(C=10.0, clip=1.0, max_iter=500))
-
-
 def train(run, estimator=None):
     """Train on the machine labels corrected by the reviews so far (production mode); saves ``model.joblib``.
 
@@ -161,17 +151,15 @@ def train(run, estimator=None):
 
     run.require("select")
     items = run.items()
-    if any(item.get("text") is None for item in items):
-        raise RunFolderError(f"{run.path}: training from the command needs text items; train images in Python.")
+    inputs, default_model = _training_inputs(run, items)
     machine = run.read_table("machine.csv")["machine_label"]
     inclusion_proba = np.asarray(run.read_table("selection.csv")["inclusion_proba"], dtype=float)
     reviews = run.reviews()
     if not reviews:
         raise RunFolderError(f"{run.path}: no human answers yet; import a review with `act-sklearn import` first.")
     y = np.array([reviews.get(item["item_id"], UNLABELED) for item in items], dtype=object)
-    model = ACTClassifier(estimator if estimator is not None else default_text_model(), classes=run.classes())
-    texts = [item["text"] for item in items]
-    model.fit(texts, y, machine_labels=np.array(machine, dtype=object), inclusion_proba=inclusion_proba)
+    model = ACTClassifier(estimator if estimator is not None else default_model(), classes=run.classes())
+    model.fit(inputs, y, machine_labels=np.array(machine, dtype=object), inclusion_proba=inclusion_proba)
     joblib.dump(model, run.path / "model.joblib")
     estimate = model.label_accuracy_
     run.finish_step(
@@ -182,6 +170,20 @@ def train(run, estimator=None):
         label_accuracy_ci=[estimate.ci_low, estimate.ci_high] if estimate.estimable else None,
     )
     return model
+
+
+def _training_inputs(run, items):
+    """What the default downstream model reads: the texts if every item has one, else the image files."""
+    from .default_models import default_image_model, default_text_model
+
+    if all(item.get("text") is not None for item in items):
+        return [item["text"] for item in items], default_text_model
+    if all(item.get("image") is not None for item in items):
+        return np.array([item["image"] for item in items], dtype=object).reshape(-1, 1), default_image_model
+    raise RunFolderError(
+        f"{run.path}: the default downstream models need a text for every item or an image for every item, "
+        "and these items have neither throughout. Train in Python: act_sklearn.workflow.train(run, estimator)."
+    )
 
 
 def _contents(items):

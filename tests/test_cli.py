@@ -55,7 +55,7 @@ def test_annotate_select_export_import_train_against_llama_server(
     tasks_path = tmp_path / "tasks.json"
     assert main(["export", "--run", str(run), "--output", str(tasks_path), "--format", "label-studio"]) == EXIT_OK
     tasks = json.loads(tasks_path.read_text())
-    assert len(tasks) == 8 and (tmp_path / "tasks.config.xml").exists()
+    assert len(tasks) == 8 and all(f'value="{c}"' in (tmp_path / "tasks.config.xml").read_text() for c in CLASSES)
     assert all(task["predictions"][0]["result"][0]["value"]["choices"][0] in CLASSES for task in tasks)
     gold = {row["id"]: row["gold"] for row in csv.DictReader(open(items_file))}
 
@@ -244,6 +244,8 @@ def test_offline_demo_end_to_end_and_resumed(tmp_path, capsys):
     assert list(downstream) == ["machine labels only", "ACT (60 human labels)", "all gold labels"]
     assert all(0.3 < accuracy <= 1 for accuracy in downstream.values())
     selection = (run / "selection.csv").read_bytes()
+    assert main(["report", "--run", str(run)]) == EXIT_OK  # a later report keeps the comparison
+    assert json.loads((run / "report.json").read_text())["downstream_test_accuracy"] == downstream
 
     assert main(["demo", "--run", str(run), "--n-items", "240", "--budget", "0.25"]) == EXIT_OK
     output = capsys.readouterr().out

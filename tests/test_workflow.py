@@ -146,3 +146,43 @@ def test_annotate_and_criticize_with_llms_resume_from_the_cache(tmp_path):
     criticize(run, MLLMCriticizer(backend, strategy="naive"))
     assert len(fake.requests) == n_requests
     assert run.manifest()["steps"]["annotate"]["usage"]["cache_hits"] == 12
+
+
+def test_train_on_image_items_uses_their_pixels(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    items = []
+    for i in range(40):
+        shade = 220 if i % 2 else 30  # "light" and "dark" images
+        pixels = np.clip(rng.normal(shade, 20, (12, 12)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(tmp_path / f"img{i}.png")
+        items.append(dict(item_id=f"i{i}", text=None, image=str(tmp_path / f"img{i}.png"), gold=None))
+    classes = ["dark", "light"]
+    run = RunFolder.create(tmp_path / "run", items, classes=classes, settings={})
+    machine = [classes[i % 2] if i % 5 else classes[1 - i % 2] for i in range(40)]  # every fifth is wrong
+    run.write_table("machine.csv", {"item_id": run.item_ids(), "machine_label": machine})
+    run.finish_step("annotate")
+    suspicion = [0.9 if i % 5 == 0 else 0.1 for i in range(40)]
+    run.write_table("criticism.csv", {"item_id": run.item_ids(), "error_proba": suspicion})
+    run.finish_step("criticize")
+    select(run, budget=8, explore=0.0)
+    sheet = tmp_path / "answers.csv"
+    sheet.write_text("item_id,label\n" + "".join(f"{i},{classes[int(i[1:]) % 2]}\n" for i in selected_ids(run)))
+    import_reviews(run, sheet)
+    model = train(run)
+    assert model.n_human_labels_ == 8
+    paths = np.array([[item["image"]] for item in items], dtype=object)
+    assert np.mean(model.predict(paths) == [classes[i % 2] for i in range(40)]) == 1.0
+
+
+def test_train_refuses_items_without_a_common_input(tmp_path):
+    mixed = [dict(item_id="a", text="words", image=None), dict(item_id="b", text=None, image="b.png")]
+    folder = RunFolder.create(tmp_path / "mixed", mixed, classes=CLASSES, settings={})
+    folder.write_table("machine.csv", {"item_id": ["a", "b"], "machine_label": CLASSES})
+    folder.finish_step("annotate")
+    folder.write_table("criticism.csv", {"item_id": ["a", "b"], "error_proba": ["0.5", "0.5"]})
+    folder.finish_step("criticize")
+    select(folder, budget=1, explore=0.0)
+    with pytest.raises(RunFolderError, match="a text for every item or an image for every item"):
+        train(folder)
