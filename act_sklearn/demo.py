@@ -11,10 +11,10 @@ are stand-ins for an MLLM; pass LLM components to run the same loop on a server.
 import numpy as np
 
 from .datasets import DEMO_NEWSGROUPS, load_newsgroups
+from .default_models import default_text_model
 from .report import report
 from .run_folder import RunFolder
 from .simulation import simulate
-from .default_models import default_text_model
 
 TEMPLATE = "a newsgroup post about {}"
 INSTRUCTIONS = "Which newsgroup was this post written for?"

@@ -23,34 +23,33 @@ EXPORT_FORMATS = ("csv", "jsonl", "label-studio")
 
 
 def select(run, *, budget, rule="threshold", explore=0.1, random_state=0):
-    """Draw the review sample from the criticizer's error probabilities; writes ``selection.csv``."""
+    """Draw the review sample from the criticizer's error probabilities; writes ``selection.csv``.
+
+    Once answers exist, the selection they were drawn under is final: the
+    estimates weight each answer by the inclusion probability it had. Drawing
+    the same selection again is harmless; any other is refused.
+    """
     run.require("annotate", "criticize")
-    chosen = dict(budget=budget, rule=rule, explore=explore, random_state=random_state)
-    earlier = run.manifest()["steps"].get("select", {})
-    if run.reviews() and any(earlier.get(key) != value for key, value in chosen.items()):
-        raise RunFolderError(
-            f"{run.path} already holds reviews of a selection made with {_subset(earlier, chosen)}; a new "
-            "selection would orphan them. Start a new --run folder to try other settings."
-        )
     criticism = run.read_table("criticism.csv")
     if criticism["item_id"] != run.item_ids():
         raise RunFolderError(f"{run.path}: criticism.csv does not cover the items; run `act-sklearn criticize` again.")
     error_proba = np.asarray(criticism["error_proba"], dtype=float)
     sampler = ACTSampler(budget=budget, rule=rule, explore=explore, random_state=random_state).fit(error_proba)
-    run.write_table(
-        "selection.csv",
-        {
-            "item_id": criticism["item_id"],
-            "inclusion_proba": [repr(float(p)) for p in sampler.inclusion_proba_],
-            "selected": [int(s) for s in sampler.reviewed_],
-        },
-    )
+    table = {
+        "item_id": criticism["item_id"],
+        "inclusion_proba": [repr(float(p)) for p in sampler.inclusion_proba_],
+        "selected": [str(int(s)) for s in sampler.reviewed_],
+    }
+    if run.reviews() and table != run.read_table("selection.csv"):
+        raise RunFolderError(
+            f"{run.path} already holds answers to another selection (made with {run.manifest()['steps']['select']}); "
+            "a new one would change the design they were drawn under. Start a new --run folder to try other "
+            "settings or another criticizer."
+        )
+    run.write_table("selection.csv", table)
+    chosen = dict(budget=budget, rule=rule, explore=explore, random_state=random_state)
     run.finish_step("select", **chosen, n_selected=int(sampler.reviewed_.sum()))
     return sampler
-
-
-def _subset(mapping, keys):
-    return {key: mapping.get(key) for key in keys}
 
 
 def selected_ids(run):

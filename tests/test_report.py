@@ -86,14 +86,20 @@ def test_oracle_review_needs_gold_labels(tmp_path):
         review_with_oracle(run)
 
 
-def test_a_new_selection_cannot_orphan_reviews(tmp_path):
+def test_answers_fix_the_selection_they_were_drawn_under(tmp_path):
     run, *_ = _run(tmp_path)
     select(run, budget=10, random_state=0)
     review_with_oracle(run)
+    selection = (run.path / "selection.csv").read_bytes()
     select(run, budget=10, random_state=0)  # the same selection again is harmless
     with pytest.raises(RunFolderError, match="new --run folder"):
         select(run, budget=20, random_state=0)
-    assert len(selected_ids(run)) == 10
+    # the same settings on new error probabilities would change the inclusion probabilities
+    criticism = run.read_table("criticism.csv")
+    run.write_table("criticism.csv", {**criticism, "error_proba": criticism["error_proba"][::-1]})
+    with pytest.raises(RunFolderError, match="another selection"):
+        select(run, budget=10, random_state=0)
+    assert (run.path / "selection.csv").read_bytes() == selection
 
 
 def test_simulation_costs_and_resumes_without_repeating_requests(tmp_path):
