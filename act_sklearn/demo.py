@@ -56,9 +56,10 @@ def run_demo(
 
     ``annotator``/``criticizer`` default to :func:`offline_components`.
     """
-    offline = offline_components(progress=True)
-    annotator = annotator if annotator is not None else offline[0]
-    criticizer = criticizer if criticizer is not None else offline[1]
+    if annotator is None or criticizer is None:
+        offline_annotator, offline_criticizer = offline_components(progress=True)
+        annotator = offline_annotator if annotator is None else annotator
+        criticizer = offline_criticizer if criticizer is None else criticizer
     items = demo_items(n_items, data_home=data_home, random_state=random_state)
     settings = dict(dataset="20 Newsgroups (8 groups, train posts)", n_items=len(items), template=TEMPLATE)
     run = RunFolder.create(run_path, items, classes=list(DEMO_NEWSGROUPS), settings=settings)

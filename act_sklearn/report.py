@@ -11,7 +11,6 @@ import json
 import numpy as np
 
 from .review.files import write_atomically
-from .workflow import selected_ids
 
 AQG_BUDGETS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)  # shares of the items
 LLM_STEPS = ("annotate", "criticize")
@@ -40,13 +39,14 @@ def report(run, *, confidence=0.9):
     ids = run.item_ids()
     machine = np.array(run.read_table("machine.csv")["machine_label"], dtype=object)
     error_proba = np.asarray(run.read_table("criticism.csv")["error_proba"], dtype=float)
-    inclusion_proba = np.asarray(run.read_table("selection.csv")["inclusion_proba"], dtype=float)
+    selection = run.read_table("selection.csv")
+    inclusion_proba = np.asarray(selection["inclusion_proba"], dtype=float)
     answers = run.reviews()
     reviewed = np.array([item in answers for item in ids])
     human = np.array([answers.get(item, label) for item, label in zip(ids, machine)], dtype=object)
     estimate = estimate_label_accuracy(machine, human, reviewed, inclusion_proba, confidence=confidence)
     steps = run.manifest()["steps"]
-    n_selected = len(selected_ids(run))
+    n_selected = selection["selected"].count("1")
     usage = {step: steps[step].get("usage") for step in LLM_STEPS if step in steps}
     costs = [u["cost_usd"] for u in usage.values() if u and u.get("cost_usd") is not None]
     facts = dict(

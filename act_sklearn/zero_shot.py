@@ -18,24 +18,12 @@ from .embeddings import load_text_encoder
 
 
 class _ZeroShotModel(BaseEstimator):
-    def __init__(
-        self,
-        encoder,
-        *,
-        classes=None,
-        class_descriptions=None,
-        template="{}",
-        temperature=0.05,
-        max_words=128,
-        progress=False,
-    ):
-        self.encoder = encoder
-        self.classes = classes
-        self.class_descriptions = class_descriptions
-        self.template = template
-        self.temperature = temperature
-        self.max_words = max_words
-        self.progress = progress
+    """What both zero-shot components share; each declares its own ``__init__`` (other defaults)."""
+
+    def _store_params(self, params):
+        for name, value in params.items():
+            if name not in ("self", "__class__"):
+                setattr(self, name, value)
 
     def fit(self, X=None, y=None):
         """Load the encoder and embed the class descriptions.
@@ -135,15 +123,7 @@ class ZeroShotAnnotator(ClassifierMixin, TransformerMixin, _ZeroShotModel):
         max_words=128,
         progress=False,
     ):
-        super().__init__(
-            encoder,
-            classes=classes,
-            class_descriptions=class_descriptions,
-            template=template,
-            temperature=temperature,
-            max_words=max_words,
-            progress=progress,
-        )
+        self._store_params(locals())
 
     def annotate(self, X):
         """Labels and class probabilities, as :meth:`MLLMAnnotator.annotate` returns them."""
@@ -183,15 +163,7 @@ class ZeroShotCriticizer(_ZeroShotModel):
         max_words=48,
         progress=False,
     ):
-        super().__init__(
-            encoder,
-            classes=classes,
-            class_descriptions=class_descriptions,
-            template=template,
-            temperature=temperature,
-            max_words=max_words,
-            progress=progress,
-        )
+        self._store_params(locals())
 
     def criticize(self, X, labels):
         """Error probabilities, as :meth:`MLLMCriticizer.criticize` returns them."""
