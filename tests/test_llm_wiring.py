@@ -165,6 +165,43 @@ def test_cache_is_safe_across_processes(tmp_path):
     assert len(ResponseCache(path)) == 800
 
 
+def test_opening_waits_out_a_locked_journal_mode_switch(tmp_path, monkeypatch):
+    # SQLite may refuse the WAL switch at once ("database is locked") while another
+    # process opens the same new file; the cache retries instead of failing the run
+    import sqlite3
+
+    from act_sklearn.llm import ResponseCache, cache
+
+    refusals = []
+
+    class BusyOnce:
+        def __init__(self, db):
+            self.db = db
+
+        def execute(self, sql, *args):
+            if sql == "PRAGMA journal_mode=WAL" and not refusals:
+                refusals.append(sql)
+                raise sqlite3.OperationalError("database is locked")
+            return self.db.execute(sql, *args)
+
+        def __getattr__(self, name):
+            return getattr(self.db, name)
+
+        def __enter__(self):
+            return self.db.__enter__() and self
+
+        def __exit__(self, *exc):
+            return self.db.__exit__(*exc)
+
+    real_connect = sqlite3.connect
+    monkeypatch.setattr(cache.sqlite3, "connect", lambda *a, **k: BusyOnce(real_connect(*a, **k)))
+    store = ResponseCache(tmp_path / "new.sqlite")
+    store.put("k", "m", {"i": 1})
+    assert refusals and store.get("k") == {"i": 1}
+    journal = real_connect(tmp_path / "new.sqlite").execute("PRAGMA journal_mode").fetchone()[0]
+    assert journal == "wal"
+
+
 def test_a_killed_run_resumes_without_requesting_finished_items_again(tmp_path):
     """Kill an annotation half-way (a real SIGKILL), start again, count the requests."""
     items = [f"item {i} is a {LABELS[i % 3]}" for i in range(120)]

@@ -22,6 +22,28 @@ def request_key(base_url, body):
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+LOCK_TIMEOUT = 60.0  # seconds a connection waits for another process's lock
+
+
+def _enable_wal(db, timeout=LOCK_TIMEOUT):
+    """Put the file in WAL mode (it stays so), retrying while another process holds it.
+
+    Switching the journal mode needs the file alone; when several processes open
+    a new cache at once, SQLite may answer "database is locked" at once instead of
+    waiting (its busy handler is skipped where waiting could deadlock).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class ResponseCache:
     """Responses (JSON dicts) by request key, in an SQLite file.
 
@@ -46,8 +68,8 @@ class ResponseCache:
         # sqlite3 connections must stay in the thread that made them
         db = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
+            db = sqlite3.connect(self.path, timeout=LOCK_TIMEOUT, isolation_level=None)
+            _enable_wal(db)
             db.execute("PRAGMA synchronous=NORMAL")
             self._local.db = db
         return db
