@@ -8,11 +8,11 @@ from ._llm_estimator import LLMBatchError, LLMFailure, LLMFailureWarning
 from .annotator import MLLMAnnotator
 from .classifier import ACTClassifier
 from .criticizer import ClassifierCriticizer, CriticizerEnsemble, MLLMCriticizer
-from .llm import LLMBackend, UsageLedger
+from .llm import Item, LLMBackend, UsageLedger
 from .models.linear import ACTLogisticRegression
 from .sampler import ACTSampler
 from .stats.inference import LabelAccuracyEstimate
-from .zero_shot import ZeroShotAnnotator, ZeroShotCriticizer
+from .offline import ZeroShotAnnotator, ZeroShotCriticizer
 
 __version__ = "0.1.0"
 
@@ -23,6 +23,7 @@ __all__ = [
     "ACTSampler",
     "ClassifierCriticizer",
     "CriticizerEnsemble",
+    "Item",
     "LLMBackend",
     "LLMBatchError",
     "LLMFailure",

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from ._sklearn_compat import Interval, StrOptions
 from .llm import LLMBackend, run_requests
 from .llm.prompts import OUTPUT_MODES
 

@@ -5,11 +5,11 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, _fit_context
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from ._sklearn_compat import Interval, StrOptions, _fit_context
 from ._llm_estimator import (
     LLM_PARAMETER_CONSTRAINTS,
     LLMEstimatorMixin,
@@ -17,7 +17,7 @@ from ._llm_estimator import (
     failed_mask,
 )
 from .llm import UsageLedger
-from .llm.content import content_parts, iter_items
+from .llm.content import iter_items, user_content
 from .llm.parsing import (
     ParseError,
     find_label_in_text,
@@ -224,21 +224,20 @@ class MLLMAnnotator(ClassifierMixin, TransformerMixin, LLMEstimatorMixin, BaseEs
 
     # -- requests ------------------------------------------------------------
 
-    def _messages(self, item, schema, mode):
-        system = ANNOTATOR_SYSTEM.format(
-            instructions=self.instructions or DEFAULT_INSTRUCTIONS,
-            labels=format_labels(self.label_names_),
-            answer_format=answer_format(mode, schema),
-        )
-        messages = [{"role": "system", "content": system}]
-        names = dict(zip(self.classes_.tolist(), self.label_names_))
-        for example, label in self.few_shot_:
-            messages.append({"role": "user", "content": _user_content(example)})
-            messages.append({"role": "assistant", "content": f'{{"label": "{names[label]}"}}'})
-        messages.append({"role": "user", "content": _user_content(item)})
-        return messages
+    def _conversations(self, items):
+        """The messages after the system prompt, per item: the few-shot turns, then the item.
 
-    def _request_chain(self, item, modes, *, verbalized=False, seed=None):
+        Built once per call and shared by every request about an item (output
+        modes, the verbalized round, samples), so each image is encoded once.
+        """
+        names = dict(zip(self.classes_.tolist(), self.label_names_))
+        examples = []
+        for example, label in self.few_shot_:
+            examples.append({"role": "user", "content": user_content(example)})
+            examples.append({"role": "assistant", "content": f'{{"label": "{names[label]}"}}'})
+        return [[*examples, {"role": "user", "content": user_content(item)}] for item in items]
+
+    def _request_chain(self, conversation, modes, *, verbalized=False, seed=None):
         schema = annotation_schema(
             self.label_names_,
             reasoning=self.chain_of_thought,
@@ -248,7 +247,13 @@ class MLLMAnnotator(ClassifierMixin, TransformerMixin, LLMEstimatorMixin, BaseEs
         max_tokens = self.max_tokens or (512 if self.chain_of_thought else 64)
         chain = []
         for mode in modes:
-            body = {"messages": self._messages(item, schema, mode), "max_tokens": max_tokens}
+            system = ANNOTATOR_SYSTEM.format(
+                instructions=self.instructions or DEFAULT_INSTRUCTIONS,
+                labels=format_labels(self.label_names_),
+                answer_format=answer_format(mode, schema),
+            )
+            messages = [{"role": "system", "content": system}, *conversation]
+            body = {"messages": messages, "max_tokens": max_tokens}
             if seed is None:
                 body["temperature"] = self.temperature
             else:
@@ -303,33 +308,38 @@ class MLLMAnnotator(ClassifierMixin, TransformerMixin, LLMEstimatorMixin, BaseEs
         Parameters
         ----------
         X : sequence of items
-            Strings, images (PIL images, arrays, paths, bytes, URLs), dicts with
-            text and image fields, or a DataFrame (one row per item).
+            :class:`~act_sklearn.llm.content.Item` (text, image or both; a string
+            image is a path or URL), strings (text), images (PIL images, arrays,
+            ``Path``, bytes), dicts with text and image fields, or a DataFrame
+            (one row per item).
 
         Returns
         -------
         annotations : Annotations
         """
         check_is_fitted(self)
-        items = iter_items(X)
-        n_items, n_classes = len(items), len(self.label_names_)
+        conversations = self._conversations(iter_items(X))
+        n_items, n_classes = len(conversations), len(self.label_names_)
         label_index = np.full(n_items, -1)
         proba = np.full((n_items, n_classes), np.nan)
         reasons = {}
         if self.probability == "sampling":
-            self._annotate_by_sampling(items, label_index, proba, reasons)
+            self._annotate_by_sampling(conversations, label_index, proba, reasons)
         else:
             want = "verbalized" if self.probability == "verbalized" else "logprobs"
             modes = self._modes()
             requests = [
-                self._request_chain(item, modes, verbalized=want == "verbalized") for item in items
+                self._request_chain(conversation, modes, verbalized=want == "verbalized")
+                for conversation in conversations
             ]
             outcomes = self._send(requests, "Annotating")
             missing = self._fill(outcomes, want, modes, label_index, proba, reasons)
             if missing and self.probability == "auto":
                 # start from the output mode the server accepted in the first round
                 modes = modes[max((o.alternative for o in outcomes if o.ok), default=0) :]
-                requests = [self._request_chain(items[i], modes, verbalized=True) for i in missing]
+                requests = [
+                    self._request_chain(conversations[i], modes, verbalized=True) for i in missing
+                ]
                 outcomes = self._send(requests, "Annotating (verbalized confidence)")
                 # a failed fallback keeps the first answer's label (with all mass on it)
                 self._fill(outcomes, "verbalized", modes, label_index, proba, {}, positions=missing)
@@ -359,14 +369,14 @@ class MLLMAnnotator(ClassifierMixin, TransformerMixin, LLMEstimatorMixin, BaseEs
                 proba[i] = item_proba
         return missing
 
-    def _annotate_by_sampling(self, items, label_index, proba, reasons):
+    def _annotate_by_sampling(self, conversations, label_index, proba, reasons):
         rng = check_random_state(self.random_state)
         seeds = rng.randint(0, 2**31 - 1, size=self.n_samples)
         modes = self._modes()
-        requests = [self._request_chain(item, modes, seed=s) for item in items for s in seeds]
+        requests = [self._request_chain(c, modes, seed=s) for c in conversations for s in seeds]
         outcomes = self._send(requests, "Annotating (sampling)")
         n_classes = len(self.label_names_)
-        for i in range(len(items)):
+        for i in range(len(conversations)):
             votes, errors = np.zeros(n_classes), []
             for outcome in outcomes[i * self.n_samples : (i + 1) * self.n_samples]:
                 try:
@@ -419,10 +429,3 @@ class MLLMAnnotator(ClassifierMixin, TransformerMixin, LLMEstimatorMixin, BaseEs
         tags.requires_fit = True
         tags.non_deterministic = True
         return tags
-
-
-def _user_content(item):
-    parts = content_parts(item)
-    if len(parts) == 1 and parts[0]["type"] == "text":
-        return parts[0]["text"]  # plain string content: accepted by text-only servers too
-    return parts

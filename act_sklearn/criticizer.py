@@ -12,10 +12,10 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.base import BaseEstimator, _fit_context
-from sklearn.utils._param_validation import HasMethods, StrOptions
+from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
+from ._sklearn_compat import HasMethods, StrOptions, _fit_context
 from ._llm_estimator import (
     LLM_PARAMETER_CONSTRAINTS,
     LLMEstimatorMixin,
@@ -23,7 +23,7 @@ from ._llm_estimator import (
     fitted_component,
 )
 from .llm import UsageLedger
-from .llm.content import content_parts, iter_items
+from .llm.content import iter_items, user_content
 from .llm.parsing import (
     ParseError,
     find_label_in_text,
@@ -228,7 +228,8 @@ class MLLMCriticizer(LLMEstimatorMixin, BaseEstimator):
         names = self.label_names or {}
         return str(names.get(label, label))
 
-    def _request_chain(self, item, label):
+    def _request_chain(self, content, label):
+        """Bodies for each output mode; ``content`` (the item, built once) is shared by all."""
         schema = criticism_schema(self.strategy, max_reasoning_chars=self.max_reasoning_chars)
         reasoning = self.strategy in ("cot", "devil")
         max_tokens = self.max_tokens or (512 if reasoning else 32)
@@ -245,8 +246,6 @@ class MLLMCriticizer(LLMEstimatorMixin, BaseEstimator):
                 strategy=CRITIC_STRATEGY_TEXT[self.strategy],
                 answer_format=answer_format(mode, schema),
             )
-            parts = content_parts(item)
-            content = parts[0]["text"] if len(parts) == 1 and parts[0]["type"] == "text" else parts
             body = {
                 "messages": [
                     {"role": "system", "content": system},
@@ -302,6 +301,7 @@ class MLLMCriticizer(LLMEstimatorMixin, BaseEstimator):
         Parameters
         ----------
         X : sequence of items
+            As for :meth:`MLLMAnnotator.annotate`.
         labels : array-like of shape (n_samples,)
             Proposed (machine) labels.
 
@@ -316,7 +316,11 @@ class MLLMCriticizer(LLMEstimatorMixin, BaseEstimator):
                 f"X has {len(items)} items but labels has {labels.shape[0]}; pass one proposed "
                 "label per item."
             )
-        requests = [self._request_chain(item, label) for item, label in zip(items, labels.tolist())]
+        # each item's content is built (its images encoded) once, for all its output modes
+        requests = [
+            self._request_chain(user_content(item), label)
+            for item, label in zip(items, labels.tolist())
+        ]
         outcomes = self._send(requests, f"Criticizing ({self.strategy})")
         error_proba = np.full(len(items), np.nan)
         failures = []

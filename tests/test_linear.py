@@ -4,8 +4,7 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from conftest import require_extra
 from scipy import sparse
 from sklearn.datasets import load_breast_cancer, load_digits, load_iris
 from sklearn.linear_model import LogisticRegression
@@ -13,6 +12,10 @@ from sklearn.preprocessing import StandardScaler
 
 from act_sklearn import ACTLogisticRegression
 from act_sklearn.stats import act_weights
+
+require_extra("hypothesis", "test")
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 
 def _scaled(loader):

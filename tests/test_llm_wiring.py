@@ -5,7 +5,6 @@ import pickle
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from act_sklearn import (
     ACTClassifier,
     ACTLogisticRegression,
     ACTSampler,
+    LLMBackend,
     LLMBatchError,
     LLMFailureWarning,
     MLLMAnnotator,
@@ -202,40 +202,42 @@ def test_opening_waits_out_a_locked_journal_mode_switch(tmp_path, monkeypatch):
     assert journal == "wal"
 
 
-def test_a_killed_run_resumes_without_requesting_finished_items_again(tmp_path):
+def test_a_killed_run_resumes_without_requesting_finished_items_again(tmp_path, monkeypatch):
     """Kill an annotation half-way (a real SIGKILL), start again, count the requests."""
+    sys.path.insert(0, str(HERE.parent / "benchmarks"))
+    import delay_server
+
     items = [f"item {i} is a {LABELS[i % 3]}" for i in range(120)]
     (tmp_path / "items.json").write_text(json.dumps(items))
     script = textwrap.dedent(
-        f"""
-        import json, sys, time
-        sys.path.insert(0, {str(HERE)!r})
-        from fake_llm import FakeLLM, answer_by_keyword
-        from pathlib import Path
-        from act_sklearn import MLLMAnnotator
-
-        def slow(body, n):
-            time.sleep(0.05)
-            return answer_by_keyword(body)
-
-        tmp = Path({str(tmp_path)!r})
-        backend = FakeLLM(slow).backend(tmp, max_concurrency=4)
-        MLLMAnnotator(backend, classes={LABELS!r}).fit().predict(json.loads((tmp / "items.json").read_text()))
         """
-    )
-    run = subprocess.Popen([sys.executable, "-c", script])
-    cache_path = tmp_path / "cache.sqlite"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if cache_path.exists() and len(ResponseCache(cache_path)) >= 40:
-            break
-        time.sleep(0.05)
-    run.kill()
-    run.wait()
-    finished = len(ResponseCache(cache_path))
-    assert 40 <= finished < len(items)  # killed half-way
+        import json, sys
+        from pathlib import Path
+        from act_sklearn import LLMBackend, MLLMAnnotator
 
-    fake = FakeLLM()
-    labels = MLLMAnnotator(fake.backend(tmp_path), classes=LABELS).fit().predict(items)
-    assert labels.tolist() == [LABELS[i % 3] for i in range(120)]
-    assert len(fake.requests) == len(items) - finished  # only the unfinished ones
+        url, tmp = sys.argv[1], Path(sys.argv[2])
+        backend = LLMBackend(model="m", base_url=url, api_key_env="NO_KEY_NEEDED", max_concurrency=4,
+                             cache_path=str(tmp / "cache.sqlite"))
+        MLLMAnnotator(backend, classes=%r).fit().predict(json.loads((tmp / "items.json").read_text()))
+        """
+        % LABELS
+    )
+    with delay_server.serve_in_thread(delay=0) as url:
+        # 40 answered, the next 4 held: once they have arrived, all 4 of the client's
+        # slots wait on them, so exactly the 40 answers before are in the cache
+        delay_server.hold_after(url, 40)
+        run = subprocess.Popen([sys.executable, "-c", script, url, str(tmp_path)],
+                               env={"NO_KEY_NEEDED": "x", "PYTHONPATH": ":".join(sys.path)})
+        delay_server.wait_for_requests(url, 44)
+        run.kill()
+        run.wait()
+        assert len(ResponseCache(tmp_path / "cache.sqlite")) == 40
+        delay_server.reset_count(url)
+        delay_server.release(url)
+        backend = LLMBackend(model="m", base_url=url, api_key_env="NO_KEY_NEEDED",
+                             cache_path=str(tmp_path / "cache.sqlite"))
+        monkeypatch.setenv("NO_KEY_NEEDED", "x")
+        annotator = MLLMAnnotator(backend, classes=LABELS).fit()
+        labels = annotator.predict(items)
+        assert set(labels) <= set(LABELS) and len(labels) == len(items)
+        assert delay_server.request_count(url) == annotator.usage_.requests == len(items) - 40  # only the unfinished

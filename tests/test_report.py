@@ -7,11 +7,11 @@ import pytest
 from fake_llm import FakeLLM
 
 from act_sklearn import MLLMAnnotator, MLLMCriticizer
-from act_sklearn.report import AQG_BUDGETS, report
-from act_sklearn.run_folder import RunFolder, RunFolderError
-from act_sklearn.simulation import simulate
+from act_sklearn.workflow.report import AQG_BUDGETS, report
+from act_sklearn.workflow.run_folder import RunFolder, RunFolderError
+from act_sklearn.workflow.simulation import simulate
 from act_sklearn.stats import criticizer_auroc, estimate_label_accuracy
-from act_sklearn.workflow import import_reviews, review_with_oracle, select, selected_ids
+from act_sklearn.workflow.steps import import_reviews, review_with_oracle, select
 
 CLASSES = ["cat", "dog", "bird"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -39,7 +39,7 @@ def test_report_of_a_simulation_has_the_truth_and_both_plots(tmp_path):
     run, truth, machine, error_proba = _run(tmp_path)
     select(run, budget=15, explore=0.2, random_state=0)
     outcome = review_with_oracle(run)
-    assert len(outcome.taken) == 15 and run.reviews() == {i: truth[int(i[1:])] for i in selected_ids(run)}
+    assert len(outcome.taken) == 15 and run.reviews() == {i: truth[int(i[1:])] for i in run.selected_ids()}
     facts = report(run)
     saved = json.loads((run.path / "report.json").read_text())
     assert saved == json.loads(json.dumps(facts))
@@ -48,7 +48,7 @@ def test_report_of_a_simulation_has_the_truth_and_both_plots(tmp_path):
     final = [run.reviews().get(i, m) for i, m in zip(run.item_ids(), machine)]
     assert facts["final_label_accuracy_true"] == pytest.approx(np.mean(np.array(final) == np.array(truth)))
     assert facts["human_labels"] == 15 and facts["pending_reviews"] == 0
-    assert facts["errors_found"] == sum(truth[int(i[1:])] != machine[int(i[1:])] for i in selected_ids(run))
+    assert facts["errors_found"] == sum(truth[int(i[1:])] != machine[int(i[1:])] for i in run.selected_ids())
     curves = facts["aqg_curves"]
     assert len(curves) == 2 and all(curve["budget"] == list(AQG_BUDGETS) for curve in curves.values())
     assert all(len(curve["aqg"]) == len(AQG_BUDGETS) for curve in curves.values())
@@ -61,7 +61,7 @@ def test_report_of_a_simulation_has_the_truth_and_both_plots(tmp_path):
 def test_report_in_production_estimates_and_calibrates_on_reviews_only(tmp_path):
     run, truth, machine, error_proba = _run(tmp_path, gold=False)
     select(run, budget=20, explore=0.3, random_state=0)
-    chosen = selected_ids(run)
+    chosen = run.selected_ids()
     answered = {item: truth[int(item[1:])] for item in chosen[:12]}  # a partial review
     sheet = tmp_path / "answers.csv"
     sheet.write_text("item_id,label\n" + "".join(f"{k},{v}\n" for k, v in answered.items()))

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from act_sklearn._atomic import write_atomically
 from act_sklearn.review import (
     ReviewFileError,
     collect_reviews,
     label_studio_tasks,
     labeling_config,
     read_reviews,
-    write_atomically,
     write_label_studio_tasks,
     write_review_sheet,
 )

@@ -2,9 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from hypothesis.extra.numpy import arrays
+from conftest import require_extra
 
 from act_sklearn.stats import (
     SAMPLING_RULES,
@@ -13,6 +11,11 @@ from act_sklearn.stats import (
     resolve_budget,
     water_fill,
 )
+
+require_extra("hypothesis", "test")
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra.numpy import arrays  # noqa: E402
 
 TOL = 1e-7
 
@@ -153,7 +156,10 @@ def test_sigmoid_rule_approaches_threshold_when_sharp():
         (-0.2, "fraction"),
         (0.05, "less than one review"),
         (True, "int"),
-        ("10", "int"),
+        ("1.0", "could mean one item or every item"),
+        ("2.5", "neither a whole number of items nor a fraction"),
+        ("0%", "between 0% and 100%"),
+        ("ten", "not a number"),
     ],
 )
 def test_bad_budget_is_a_clear_error(budget, message):
@@ -184,3 +190,19 @@ def test_bad_rule_parameters_are_clear_errors(kwargs, message):
 def test_draw_sample_rejects_unknown_design():
     with pytest.raises(ValueError, match="design must be one of"):
         draw_sample([0.5, 0.5], design="poisson")
+
+
+@pytest.mark.parametrize(
+    "written, n_reviewed",
+    [("1", 1), (1, 1), ("20", 20), (20, 20), ("0.2", 10), (0.2, 10), ("20%", 10), ("100%", 50), (1.0, 50)],
+)
+def test_a_budget_means_the_same_written_or_typed(written, n_reviewed):
+    """An int (or whole number as text) counts items; a fraction is a float below 1 or a percentage."""
+    from act_sklearn import ACTSampler
+    from act_sklearn.stats.sampling import parse_budget
+
+    error_proba = np.linspace(0, 1, 50)
+    sampler = ACTSampler(budget=written, explore=0.0, random_state=0).fit(error_proba)
+    assert sampler.budget_ == n_reviewed == sampler.reviewed_.sum()
+    if isinstance(written, str):
+        assert ACTSampler(budget=parse_budget(written), explore=0.0).fit(error_proba).budget_ == n_reviewed

@@ -7,20 +7,26 @@ import sys
 import numpy as np
 import pytest
 import sklearn
-import torch
-import torch.nn.functional as F
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from skorch import NeuralNetClassifier
+from conftest import require_extra
 from sklearn.base import clone
 from sklearn.datasets import load_digits
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from act_sklearn import ACTClassifier, ACTNeuralNetClassifier, ACTSampler
-from act_sklearn.models.torch import ACTCrossEntropyLoss
+from act_sklearn import ACTClassifier, ACTSampler
 from act_sklearn.stats import act_loss, act_soft_targets, act_weights, soft_target_cross_entropy
+
+torch = require_extra("torch", "torch")
+require_extra("skorch", "torch")
+require_extra("hypothesis", "test")
+import torch.nn.functional as F  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from skorch import NeuralNetClassifier  # noqa: E402
+
+from act_sklearn import ACTNeuralNetClassifier  # noqa: E402
+from act_sklearn.models.torch import ACTCrossEntropyLoss  # noqa: E402
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

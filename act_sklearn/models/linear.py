@@ -6,17 +6,15 @@ import warnings
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import expit, softmax
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model._base import LinearClassifierMixin
-from sklearn.utils._param_validation import Interval
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import (
-    _check_sample_weight,
     check_is_fitted,
     validate_data,
 )
 
+from .._sklearn_compat import Interval, LinearClassifierMixin, _check_sample_weight, _fit_context
 from ..stats.loss import SoftTargetCrossEntropy, act_soft_targets
 from ._design import check_act_design
 

@@ -172,15 +172,9 @@ class ACTNeuralNetClassifier(NeuralNetClassifier):
         Parameters
         ----------
         X : input data skorch accepts (arrays, tensors, dicts of them, ...)
-        y : array-like of shape (n_samples,)
-            Labels. With the ACT design, the human labels; read only where
-            ``act_weight > 0`` (anything, such as -1, elsewhere).
-        machine_labels : array-like of shape (n_samples,), default=None
-            The annotator's labels. Pass with ``act_weight`` to train on the ACT design.
-        act_weight : array-like of shape (n_samples,), default=None
-            ``xi / pi`` (see :func:`act_sklearn.stats.act_weights`); 0 for unreviewed items.
-        power : float in [0, 1], default=1.0
-            Weight of the machine-label term.
+        y, machine_labels, act_weight, power
+            The labels and the ACT design, as in :meth:`ACTLogisticRegression.fit
+            <act_sklearn.ACTLogisticRegression.fit>` (``y`` is read only where ``act_weight > 0``).
         **fit_params : dict
             Passed to the module's ``forward`` and to ``train_split``, as in skorch.
 
@@ -290,5 +284,6 @@ class ACTNeuralNetClassifier(NeuralNetClassifier):
         -------
         y_pred : ndarray of shape (n_samples,)
         """
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+        proba = self.predict_proba(X)  # raises NotFittedError before classes_ is read
+        return self.classes_[proba.argmax(axis=1)]
 

@@ -1,7 +1,7 @@
 """Human review I/O: review sheets (CSV/JSONL) and Label Studio tasks out, answers back in."""
 
 from .collect import ReviewImport, collect_reviews, read_reviews
-from .files import write_atomically, write_review_sheet
+from .files import write_review_sheet
 from .label_studio import image_reference, label_studio_tasks, labeling_config, write_label_studio_tasks
 from .records import Review, ReviewFileError
 
@@ -14,7 +14,6 @@ __all__ = [
     "label_studio_tasks",
     "labeling_config",
     "read_reviews",
-    "write_atomically",
     "write_label_studio_tasks",
     "write_review_sheet",
 ]

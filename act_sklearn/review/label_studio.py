@@ -24,7 +24,7 @@ import mimetypes
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
-from .files import write_atomically
+from .._atomic import write_atomically
 from .records import ITEM_ID, LABEL, Review, ReviewFileError
 
 MODEL_VERSION = "act-sklearn"
@@ -52,7 +52,14 @@ def image_reference(path, *, mode="data-url", document_root=None):
     if mode == "local-files":
         if document_root is None:
             raise ValueError("image mode 'local-files' needs document_root (LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT).")
-        relative = path.resolve().relative_to(Path(document_root).resolve())
+        root = Path(document_root).resolve()
+        try:
+            relative = path.resolve().relative_to(root)
+        except ValueError:
+            raise ValueError(
+                f"image {path} is not under the document root {root}; pass the folder that Label Studio serves "
+                "(LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT) and that holds every image."
+            ) from None
         return f"/data/local-files/?d={relative.as_posix()}"
     raise ValueError(f"image mode must be 'data-url' or 'local-files'; got {mode!r}.")
 

@@ -22,6 +22,8 @@ weights of a linear model even where ``q`` has negative entries.
 
 import numpy as np
 
+from ._checks import raise_for_items
+
 
 def act_weights(reviewed, inclusion_proba):
     """Inverse-probability weights ``w_i = xi_i / pi_i`` (0 for unreviewed items).
@@ -39,14 +41,11 @@ def act_weights(reviewed, inclusion_proba):
             f"reviewed has shape {reviewed.shape} but inclusion_proba has shape "
             f"{inclusion_proba.shape}; pass one value per item for both."
         )
-    impossible = reviewed & ~(inclusion_proba > 0)
-    if impossible.any():
-        first = int(np.flatnonzero(impossible)[0])
-        raise ValueError(
-            f"{int(impossible.sum())} reviewed item(s) have inclusion_proba 0 (the first at "
-            f"index {first}); a reviewed item needs the probability with which it was "
-            "selected. Pass the inclusion_proba the sampler produced."
-        )
+    raise_for_items(
+        reviewed & ~(inclusion_proba > 0),
+        lambda count, first: f"{count} reviewed item(s) have inclusion_proba 0 (the first at index {first}); a "
+        "reviewed item needs the probability with which it was selected. Pass the inclusion_proba the sampler produced.",
+    )
     weights = np.zeros(reviewed.shape, dtype=float)
     weights[reviewed] = 1.0 / inclusion_proba[reviewed]
     return weights

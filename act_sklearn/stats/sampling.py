@@ -37,8 +37,14 @@ import numpy as np
 from scipy.optimize import brentq
 from scipy.special import expit
 
+from ._checks import raise_for_items
+
 SAMPLING_RULES = ("threshold", "normalize", "sigmoid")
 SAMPLING_DESIGNS = ("fixed", "bernoulli")
+# Share of the budget drawn uniformly, the same default everywhere (ACTSampler, the
+# workflow, the command): every item can then be reviewed, so the ACT loss is
+# unbiased and the final-label accuracy has a confidence interval.
+DEFAULT_EXPLORE = 0.1
 
 # Sums of inclusion probabilities within this distance of an integer are that integer.
 _SUM_TOLERANCE = 1e-9
@@ -56,15 +62,45 @@ def check_error_proba(error_proba, name="error_proba"):
         )
     if error_proba.size == 0:
         raise ValueError(f"{name} is empty; pass one probability per item.")
-    bad = ~np.isfinite(error_proba) | (error_proba < 0) | (error_proba > 1)
-    if bad.any():
-        first = int(np.flatnonzero(bad)[0])
-        raise ValueError(
-            f"{name} must lie in [0, 1] with no NaN; {int(bad.sum())} value(s) do not, "
-            f"the first at index {first} ({error_proba[first]!r}). Clip or recalibrate "
-            "the criticizer's scores into probabilities."
-        )
+    raise_for_items(
+        ~np.isfinite(error_proba) | (error_proba < 0) | (error_proba > 1),
+        lambda count, first: f"{name} must lie in [0, 1] with no NaN; {count} value(s) do not, the first at index "
+        f"{first} ({error_proba[first]!r}). Clip or recalibrate the criticizer's scores into probabilities.",
+    )
     return error_proba
+
+
+def parse_budget(text):
+    """Read a budget as a person writes it: ``"20"`` is 20 items, ``"0.2"`` or ``"20%"`` a fifth of them.
+
+    Gives what :func:`resolve_budget` takes: an int for a count of items, a float
+    in (0, 1] for a fraction. A value that could mean either (``"1.0"``) or
+    neither (``"2.5"``, ``"0"``, ``"150%"``) raises a ValueError that says how to
+    write it.
+
+    Examples
+    --------
+    >>> parse_budget("20"), parse_budget("0.2"), parse_budget("20%"), parse_budget("100%")
+    (20, 0.2, 0.2, 1.0)
+    """
+    how = "write a number of items (20), a fraction below 1 (0.2) or a percentage (20%, or 100% for every item)"
+    text = str(text).strip()
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise ValueError(f"budget {text!r} is not a number; {how}.") from None
+    if text.endswith("%"):
+        if not (np.isfinite(value) and 0 < value <= 1):
+            raise ValueError(f"budget {text} is not a share of the items between 0% and 100%; {how}.")
+        return value
+    if text.lstrip("+").isdigit():
+        if int(text) < 1:
+            raise ValueError(f"budget {text} reviews no item; {how}.")
+        return int(text)
+    if not (np.isfinite(value) and 0 < value < 1):
+        kind = "could mean one item or every item" if value == 1 else "is neither a whole number of items nor a fraction below 1"
+        raise ValueError(f"budget {text} {kind}; {how}.")
+    return value
 
 
 def resolve_budget(budget, n_samples):
@@ -73,10 +109,12 @@ def resolve_budget(budget, n_samples):
     A fractional budget is rounded down, so a user is never charged for more
     reviews than asked for.
     """
+    if isinstance(budget, str):
+        budget = parse_budget(budget)
     if isinstance(budget, (bool, np.bool_)) or not isinstance(budget, numbers.Real):
         raise ValueError(
-            f"budget must be an int (items) or a float in (0, 1] (a fraction of the "
-            f"items); got {budget!r}."
+            f"budget must be an int (items), a float in (0, 1] (a fraction of the "
+            f"items) or a string such as '20%'; got {budget!r}."
         )
     if isinstance(budget, numbers.Integral):
         n_items = int(budget)

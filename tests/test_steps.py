@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from act_sklearn.review import ReviewFileError
-from act_sklearn.run_folder import RunFolder, RunFolderError
-from act_sklearn.workflow import export, import_reviews, review_rows, select, selected_ids, train
+from act_sklearn.workflow.run_folder import RunFolder, RunFolderError
+from act_sklearn.workflow.steps import export, import_reviews, review_rows, select, train
 
 CLASSES = ["pos", "neg"]
 
@@ -45,7 +45,7 @@ def test_select_needs_the_earlier_steps(tmp_path):
 
 def test_partial_then_complete_review_through_csv_and_label_studio(run, tmp_path):
     sampler = select(run, budget=10, rule="threshold", explore=0.2, random_state=0)
-    chosen = selected_ids(run)
+    chosen = run.selected_ids()
     assert len(chosen) == 10 == sampler.reviewed_.sum()
 
     sheet = tmp_path / "batch1.csv"
@@ -114,38 +114,61 @@ def test_partial_then_complete_review_through_csv_and_label_studio(run, tmp_path
 def test_bad_review_file_leaves_the_run_folder_intact(run, tmp_path, sheet_text, message):
     select(run, budget=5, random_state=0)
     bad = tmp_path / "bad.csv"
-    bad.write_text(sheet_text.format(first=selected_ids(run)[0]))
+    bad.write_text(sheet_text.format(first=run.selected_ids()[0]))
     before = _files(run)
     with pytest.raises(ReviewFileError, match=message):
         import_reviews(run, bad)
     assert _files(run) == before
 
 
-def test_annotate_and_criticize_with_llms_resume_from_the_cache(tmp_path):
+def test_annotate_and_criticize_resume_on_their_whole_configuration(tmp_path):
     from fake_llm import FakeLLM
 
     from act_sklearn import MLLMAnnotator, MLLMCriticizer
-    from act_sklearn.workflow import annotate, criticize
+    from act_sklearn.workflow.steps import annotate, criticize
 
     labels = ["cat", "dog", "bird"]
     items = [dict(item_id=f"t{i}", text=f"item {i}: a {labels[i % 3]}", image=None) for i in range(12)]
     run = RunFolder.create(tmp_path / "run", items, classes=labels, settings={})
     fake = FakeLLM()
     backend = fake.backend(tmp_path)
-    machine = annotate(run, MLLMAnnotator(backend, classes=labels))
-    assert list(machine) == [labels[i % 3] for i in range(12)]
-    table = run.read_table("machine.csv")
-    assert table["machine_label"] == list(machine) and "proba:dog" in table
-    error_proba = criticize(run, MLLMCriticizer(backend, strategy="naive"))
-    assert error_proba.shape == (12,) and run.read_table("criticism.csv")["item_id"] == run.item_ids()
+    assert annotate(run, MLLMAnnotator(backend, classes=labels))
+    assert list(run.machine_labels()) == [labels[i % 3] for i in range(12)]
+    assert "proba:dog" in run.read_table("machine.csv")
+    assert criticize(run, MLLMCriticizer(backend, strategy="naive"))
+    assert run.error_proba().shape == (12,)
     assert run.manifest()["steps"]["annotate"]["usage"]["requests"] == 12
+    assert run.manifest()["steps"]["criticize"]["config"]["strategy"] == "naive"
+    select(run, budget=3, random_state=0)
     n_requests = len(fake.requests)
 
-    # both steps again: everything comes from the cache
-    annotate(run, MLLMAnnotator(backend, classes=labels))
-    criticize(run, MLLMCriticizer(backend, strategy="naive"))
-    assert len(fake.requests) == n_requests
-    assert run.manifest()["steps"]["annotate"]["usage"]["cache_hits"] == 12
+    # the same settings: both steps are skipped, nothing is sent, nothing goes stale
+    assert not annotate(run, MLLMAnnotator(backend, classes=labels, progress=True))
+    assert not criticize(run, MLLMCriticizer(backend, strategy="naive", on_error="skip"))
+    assert len(fake.requests) == n_requests and run.is_current("select")
+
+    # another strategy: new criticism requests, and select (so train) is stale until it runs again
+    assert criticize(run, MLLMCriticizer(backend, strategy="cot"))
+    assert len(fake.requests) == n_requests + 12
+    assert not run.is_current("select")
+    stale = "`act-sklearn criticize` ran again after `act-sklearn select`; run `act-sklearn select` first"
+    with pytest.raises(RunFolderError, match=stale):
+        train(run)
+    select(run, budget=3, random_state=0)
+    assert run.is_current("select")
+
+    # other annotator instructions: new annotation requests; criticize and select are stale
+    n_requests = len(fake.requests)
+    assert annotate(run, MLLMAnnotator(backend, classes=labels, instructions="Name the animal."))
+    assert len(fake.requests) == n_requests + 12
+    assert not run.is_current("criticize") and not run.is_current("select")
+    with pytest.raises(RunFolderError, match="run `act-sklearn criticize` first"):
+        select(run, budget=3)
+    # the criticism again with its earlier settings: the response cache answers (the
+    # machine labels are the same), so the step runs but pays nothing
+    assert criticize(run, MLLMCriticizer(backend, strategy="cot"))
+    assert len(fake.requests) == n_requests + 12
+    assert run.manifest()["steps"]["criticize"]["usage"]["cache_hits"] == 12
 
 
 def test_train_on_image_items_uses_their_pixels(tmp_path):
@@ -168,7 +191,7 @@ def test_train_on_image_items_uses_their_pixels(tmp_path):
     run.finish_step("criticize")
     select(run, budget=8, explore=0.0)
     sheet = tmp_path / "answers.csv"
-    sheet.write_text("item_id,label\n" + "".join(f"{i},{classes[int(i[1:]) % 2]}\n" for i in selected_ids(run)))
+    sheet.write_text("item_id,label\n" + "".join(f"{i},{classes[int(i[1:]) % 2]}\n" for i in run.selected_ids()))
     import_reviews(run, sheet)
     model = train(run)
     assert model.n_human_labels_ == 8

@@ -7,6 +7,8 @@ Exit codes scripts can rely on:
   3  some LLM requests failed; the answers that arrived are cached, so running
      the same command again pays only for the rest
   4  import finished, but some reviewers' answers conflict and were not taken
+  5  the run folder is busy: another act-sklearn process is writing to it
+     (the message names it; pass --wait to start when it has finished)
 """
 
 import argparse
@@ -14,131 +16,140 @@ import sys
 import time
 from pathlib import Path
 
-from .review import ReviewFileError
-from .run_folder import RunFolder, RunFolderError
+from ..review import ReviewFileError
+from ..stats.sampling import DEFAULT_EXPLORE, SAMPLING_RULES, parse_budget
+from .run_folder import CACHE, CRITICISM, MACHINE, MODEL, SELECTION, RunFolder, RunFolderBusy, RunFolderError
 
-EXIT_OK, EXIT_BAD_INPUT, EXIT_LLM_FAILED, EXIT_CONFLICTS = 0, 2, 3, 4
+EXIT_OK, EXIT_BAD_INPUT, EXIT_LLM_FAILED, EXIT_CONFLICTS, EXIT_BUSY = 0, 2, 3, 4, 5
 
 
 def _backend(args, prefix=""):
-    from .llm import LLMBackend
+    from ..llm import LLMBackend
 
-    get = lambda name: getattr(args, prefix + name)  # noqa: E731
+    def get(name):  # a criticizer option not given is the annotator's
+        return getattr(args, prefix + name, None) or getattr(args, name)
+
     prices = None if args.price_input is None else {"input": args.price_input, "output": args.price_output or 0.0}
     return LLMBackend(
         model=get("model"),
         base_url=get("base_url"),
         api_key_env=get("api_key_env"),
         max_concurrency=args.max_concurrency,
-        cache_path=str(args.run / "cache.sqlite"),
+        cache_path=str(args.run / CACHE),
         prices=prices,
     )
 
 
 def _annotator(args, classes):
-    from .annotator import MLLMAnnotator
+    from ..annotator import MLLMAnnotator
 
     return MLLMAnnotator(_backend(args), classes=classes, instructions=args.instructions, progress=True)
 
 
 def _criticizer(args, classes):
-    from .criticizer import MLLMCriticizer
+    from ..criticizer import MLLMCriticizer
 
-    backend = _backend(args, prefix="critic_" if args.critic_model else "")
-    return MLLMCriticizer(backend, strategy=args.strategy, classes=classes, progress=True)
+    backend = _backend(args, prefix="critic_")
+    return MLLMCriticizer(
+        backend, strategy=args.strategy, classes=classes, instructions=args.instructions, progress=True
+    )
 
 
-def _open_run(args):
-    """The run folder; ``annotate`` (and ``run``) create it from the input file."""
-    if getattr(args, "input", None) is None:
-        return RunFolder(args.run)
-    from .review.items import read_items
+def _read_input(args):
+    """The items of ``--input``, read and checked before anything is written."""
+    from .items import read_items
 
-    items = read_items(
+    return read_items(
         args.input,
         id_column=args.id_column,
         text_column=args.text_column,
         image_column=args.image_column,
         label_column=args.label_column,
     )
+
+
+def _start(args, run):
+    """``annotate`` and ``run`` start the run folder from the input file (or check it is the same job)."""
     classes = [c.strip() for c in args.classes.split(",") if c.strip()]
     settings = dict(
         input=str(args.input),
         columns=dict(id=args.id_column, text=args.text_column, image=args.image_column, label=args.label_column),
-        annotator=dict(model=args.model, base_url=args.base_url, instructions=args.instructions),
     )
-    return RunFolder.create(args.run, items, classes=classes, settings=settings)
+    run.start(args.items, classes=classes, settings=settings)
 
 
-def cmd_annotate(args):
-    from .workflow import annotate
+def cmd_annotate(args, run):
+    from .steps import annotate
 
-    run = _open_run(args)
-    labels = annotate(run, _annotator(args, run.classes()))
-    print(f"annotated {len(labels)} items -> {run.path / 'machine.csv'}")
-
-
-def cmd_criticize(args):
-    from .workflow import criticize
-
-    run = RunFolder(args.run)
-    error_proba = criticize(run, _criticizer(args, run.classes()))
-    print(f"criticized {error_proba.size} labels -> {run.path / 'criticism.csv'}")
+    _start(args, run)
+    if annotate(run, _annotator(args, run.classes())):
+        print(f"annotated {len(run.item_ids())} items -> {run.path / MACHINE}")
+    else:
+        print(f"annotate: done earlier with the same settings -> {run.path / MACHINE} (nothing sent)")
 
 
-def cmd_select(args):
-    from .workflow import select
+def cmd_criticize(args, run):
+    from .steps import criticize
 
-    sampler = select(
-        RunFolder(args.run), budget=args.budget, rule=args.rule, explore=args.explore, random_state=args.seed
+    if args.instructions is None:  # the task as the annotator was told it
+        args.instructions = ((run.steps().get("annotate") or {}).get("config") or {}).get("instructions")
+    if criticize(run, _criticizer(args, run.classes())):
+        print(f"criticized {len(run.item_ids())} labels -> {run.path / CRITICISM}")
+    else:
+        print(f"criticize: done earlier with the same settings -> {run.path / CRITICISM} (nothing sent)")
+
+
+def cmd_select(args, run):
+    from .steps import select
+
+    sampler = select(run, budget=args.budget, rule=args.rule, explore=args.explore, random_state=args.seed)
+    print(f"selected {int(sampler.reviewed_.sum())} items for review -> {run.path / SELECTION}")
+
+
+def cmd_export(args, run):
+    from .steps import export
+
+    if args.image_mode == "local-files" and args.document_root is None:
+        raise ValueError("--image-mode local-files needs --document-root: the folder Label Studio serves "
+                         "(LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT), which holds every image.")
+    n_items = export(
+        run, args.output, format=args.format, image_mode=args.image_mode, document_root=args.document_root
     )
-    print(f"selected {int(sampler.reviewed_.sum())} items for review -> {args.run / 'selection.csv'}")
-
-
-def cmd_export(args):
-    from .workflow import export
-
-    n_items = export(RunFolder(args.run), args.output, format=args.format, image_mode=args.image_mode)
     print(f"exported {n_items} items awaiting review -> {args.output}")
 
 
-def cmd_import(args):
-    from .workflow import import_reviews, selected_ids
+def cmd_import(args, run):
+    from .steps import import_reviews
 
-    run = RunFolder(args.run)
     outcome = import_reviews(run, args.file)
-    print(
-        f"took {len(outcome.taken)} answers; {len(run.reviews())} of {len(selected_ids(run))} "
-        "selected items reviewed"
-    )
+    print(f"took {len(outcome.taken)} answers; {len(run.reviews())} of {len(run.selected_ids())} selected items reviewed")
     for item_id, where in outcome.conflicts:
         print(f"conflict, not taken: item {item_id!r}: {where}", file=sys.stderr)
     return EXIT_CONFLICTS if outcome.conflicts else EXIT_OK
 
 
-def cmd_train(args):
-    from .workflow import train
+def cmd_train(args, run):
+    from .steps import train
 
-    model = train(RunFolder(args.run))
-    print(f"trained on {model.n_human_labels_} human labels -> {args.run / 'model.joblib'}")
+    model = train(run)
+    print(f"trained on {model.n_human_labels_} human labels -> {run.path / MODEL}")
     print(model.label_accuracy_)
 
 
-def cmd_report(args):
+def cmd_report(args, run):
     from .report import report
 
-    run = RunFolder(args.run)
     report(run, confidence=args.confidence)
     _print_report(run)
 
 
-def cmd_run(args):
+def cmd_run(args, run):
     from .report import report
     from .simulation import simulate
 
     if not args.label_column:
         raise ValueError("run simulates the reviewers with gold labels; pass --label-column <the gold column>.")
-    run = _open_run(args)
+    _start(args, run)
     simulate(
         run,
         _annotator(args, run.classes()),
@@ -152,8 +163,8 @@ def cmd_run(args):
     _print_report(run)
 
 
-def cmd_demo(args):
-    from .datasets import DEMO_NEWSGROUPS
+def cmd_demo(args, run):
+    from ..datasets import DEMO_NEWSGROUPS
     from .demo import INSTRUCTIONS, run_demo
 
     llm = args.model is not None or args.base_url is not None
@@ -163,7 +174,7 @@ def cmd_demo(args):
     classes = list(DEMO_NEWSGROUPS)
     started = time.monotonic()
     run_demo(
-        args.run,
+        run,
         annotator=_annotator(args, classes) if llm else None,
         criticizer=_criticizer(args, classes) if llm else None,
         budget=args.budget,
@@ -173,7 +184,7 @@ def cmd_demo(args):
         data_home=args.data_home,
         random_state=args.seed,
     )
-    _print_report(RunFolder(args.run))
+    _print_report(run)
     print(f"demo wall time: {time.monotonic() - started:.0f} s")
 
 
@@ -197,6 +208,11 @@ def build_parser():
         sub.add_argument(
             "--run", type=Path, required=run_default is None, default=run_default, help="the run folder"
         )
+        sub.add_argument(
+            "--wait",
+            action="store_true",
+            help="if another act-sklearn process is writing to the run folder, wait for it (default: exit 5)",
+        )
         return sub
 
     annotate_step = step("annotate", "label every item with an LLM (creates the run folder)")
@@ -205,6 +221,7 @@ def build_parser():
 
     criticize_step = step("criticize", "estimate with an LLM how likely each machine label is wrong")
     _llm_options(criticize_step, critic=True)
+    criticize_step.add_argument("--instructions", help="the task in a sentence (default: the one annotate was given)")
 
     select_step = step("select", "choose the items people review, within the budget")
     _selection_options(select_step)
@@ -212,7 +229,17 @@ def build_parser():
     export_step = step("export", "write the items awaiting review for reviewers")
     export_step.add_argument("--output", type=Path, required=True)
     export_step.add_argument("--format", choices=["csv", "jsonl", "label-studio"], default="csv")
-    export_step.add_argument("--image-mode", choices=["data-url", "local-files"], default="data-url")
+    export_step.add_argument(
+        "--image-mode",
+        choices=["data-url", "local-files"],
+        default="data-url",
+        help="Label Studio images inline (data-url) or served from --document-root (local-files)",
+    )
+    export_step.add_argument(
+        "--document-root",
+        type=Path,
+        help="with --image-mode local-files: Label Studio's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT, which holds every image",
+    )
 
     import_step = step("import", "bring reviewers' answers back (a sheet or a Label Studio export)")
     import_step.add_argument("file", type=Path)
@@ -246,24 +273,24 @@ def _input_options(sub):
     sub.add_argument("--classes", required=True, help="the label set, comma-separated")
     sub.add_argument("--id-column", help="unique item ids (default: row numbers)")
     sub.add_argument("--text-column", help="the text to label")
-    sub.add_argument("--image-column", help="image paths (relative to the input file)")
+    sub.add_argument("--image-column", help="image file paths, PNG or JPEG (relative ones from the input file's folder)")
     sub.add_argument("--label-column", help="gold labels, for simulations (never sent to an LLM)")
     sub.add_argument("--instructions", help="the task in a sentence")
 
 
 def _llm_options(sub, *, critic=False, model_default="gpt-4o-mini"):
-    def endpoint(prefix, who, default):
-        sub.add_argument(f"--{prefix}model", default=default, help=f"the {who}'s model")
-        sub.add_argument(f"--{prefix}base-url", default=None, help="an OpenAI-compatible endpoint (default: OpenAI)")
+    def endpoint(prefix, who, model, base_url, key):
+        sub.add_argument(f"--{prefix}model", default=model, help=f"{who}: the model (default: {model or 'as the annotator'})")
+        sub.add_argument(f"--{prefix}base-url", default=None, help=f"{who}: an OpenAI-compatible endpoint ({base_url})")
         sub.add_argument(
             f"--{prefix}api-key-env",
-            default="OPENAI_API_KEY",
-            help="the environment variable holding the key (the key itself is never stored)",
+            default="OPENAI_API_KEY" if not prefix else None,
+            help=f"{who}: the environment variable holding the key, never stored ({key})",
         )
 
-    endpoint("", "annotator", model_default)
+    endpoint("", "the annotator", model_default, "default: OpenAI", "default: OPENAI_API_KEY")
     if critic:
-        endpoint("critic-", "criticizer (default: the annotator's)", None)
+        endpoint("critic-", "the criticizer", None, "default: as the annotator", "default: as the annotator")
         sub.add_argument("--strategy", choices=["naive", "cot", "devil", "logprob"], default="cot")
     sub.add_argument("--max-concurrency", type=int, default=8)
     sub.add_argument("--price-input", type=float, help="$ per million prompt tokens, for the cost estimate")
@@ -276,10 +303,15 @@ def _selection_options(sub, *, budget_default=None):
         type=_budget,
         required=budget_default is None,
         default=budget_default,
-        help="items (int) or a fraction in (0, 1]",
+        help="reviews to spend: a number of items (20), a fraction (0.2) or a percentage (20%%)",
     )
-    sub.add_argument("--rule", choices=["threshold", "normalize", "sigmoid"], default="threshold")
-    sub.add_argument("--explore", type=float, default=0.1, help="share of the budget drawn uniformly")
+    sub.add_argument("--rule", choices=SAMPLING_RULES, default="threshold")
+    sub.add_argument(
+        "--explore",
+        type=float,
+        default=DEFAULT_EXPLORE,
+        help=f"share of the budget drawn uniformly, so the accuracy estimate has an interval (default {DEFAULT_EXPLORE})",
+    )
     sub.add_argument("--seed", type=int, default=0)
 
 
@@ -288,8 +320,10 @@ def _confidence_option(sub):
 
 
 def _budget(text):
-    value = float(text)
-    return int(value) if value.is_integer() and value > 1 else value
+    try:
+        return parse_budget(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 COMMANDS = {
@@ -306,14 +340,28 @@ COMMANDS = {
 
 
 def main(argv=None):
-    from ._llm_estimator import LLMBatchError
+    from .._llm_estimator import LLMBatchError
 
     args = build_parser().parse_args(argv)
+    run = RunFolder(args.run)
+
+    def waiting(holder):
+        print(f"act-sklearn {args.step}: waiting for {holder} to finish with {run.path} ...", file=sys.stderr, flush=True)
+
     try:
-        return COMMANDS[args.step](args) or EXIT_OK
+        # bad input is reported before anything is created
+        if getattr(args, "input", None) is not None:
+            args.items = _read_input(args)
+        elif args.step != "demo":
+            run.manifest()  # a clear error for a folder that is not a run folder
+        with run.locked(wait=args.wait, on_wait=waiting):
+            return COMMANDS[args.step](args, run) or EXIT_OK
     except LLMBatchError as error:
         print(f"act-sklearn {args.step}: {error}\nRun the same command again to retry.", file=sys.stderr)
         return EXIT_LLM_FAILED
+    except RunFolderBusy as error:
+        print(f"act-sklearn {args.step}: {error}", file=sys.stderr)
+        return EXIT_BUSY
     except (ReviewFileError, RunFolderError, ValueError, OSError) as error:
         print(f"act-sklearn {args.step}: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

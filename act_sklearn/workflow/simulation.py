@@ -1,16 +1,19 @@
 """Every step of a labelling job in one go, with the gold labels acting as the reviewers.
 
-A step already finished with the same settings is not run again, so a
-simulation that was interrupted (or a killed command) resumes where it stopped;
-LLM answers come from the response cache either way.
+A step that is current with the same settings is not run again (the rules are in
+:mod:`.run_folder`), so a simulation that was interrupted (or a killed command)
+resumes where it stopped; LLM answers come from the response cache either way.
 """
 
 import time
 
-from .workflow import annotate, criticize, describe, review_with_oracle, select, train
+from ..stats.sampling import DEFAULT_EXPLORE
+from .run_folder import MODEL
+from .steps import annotate, criticize, describe, review_with_oracle, select, train, writes_run_folder
 
 
-def simulate(run, annotator, criticizer, *, budget, rule="threshold", explore=0.1, random_state=0, log=print):
+@writes_run_folder
+def simulate(run, annotator, criticizer, *, budget, rule="threshold", explore=DEFAULT_EXPLORE, random_state=0, log=print):
     """annotate -> criticize -> select -> review by the oracle -> train; then call :func:`report`.
 
     Parameters
@@ -19,7 +22,7 @@ def simulate(run, annotator, criticizer, *, budget, rule="threshold", explore=0.
         Created with gold labels (``oracle.csv``).
     annotator, criticizer : components
         LLM ones (:class:`MLLMAnnotator`, :class:`MLLMCriticizer`) or offline
-        ones (:mod:`act_sklearn.zero_shot`).
+        ones (:mod:`act_sklearn.offline`).
     budget, rule, explore, random_state
         As for :class:`ACTSampler`.
     log : callable, default=print
@@ -31,25 +34,21 @@ def simulate(run, annotator, criticizer, *, budget, rule="threshold", explore=0.
         The trained downstream model (also in ``model.joblib``).
     """
     clock = _Clock()
-    steps = run.manifest()["steps"]
-    relabelled = not _finished(steps, "annotate", component=describe(annotator))
-    if relabelled:
-        labels = annotate(run, annotator)
-        log(f"annotate: {len(labels)} items labelled by {describe(annotator)} ({clock.lap()})")
+    if annotate(run, annotator):
+        log(f"annotate: {len(run.item_ids())} items labelled by {describe(annotator)} ({clock.lap()})")
     else:
-        log(f"annotate: done earlier ({steps['annotate']['component']})")
-    if not relabelled and _finished(steps, "criticize", component=describe(criticizer)):
-        log(f"criticize: done earlier ({steps['criticize']['component']})")
-    else:
-        criticize(run, criticizer)
+        log(f"annotate: done earlier with the same settings ({describe(annotator)})")
+    if criticize(run, criticizer):
         log(f"criticize: {len(run.item_ids())} labels scored by {describe(criticizer)} ({clock.lap()})")
+    else:
+        log(f"criticize: done earlier with the same settings ({describe(criticizer)})")
     sampler = select(run, budget=budget, rule=rule, explore=explore, random_state=random_state)
     log(f"select: {int(sampler.reviewed_.sum())} items for review (budget {budget}, {rule}, explore {explore})")
     outcome = review_with_oracle(run)
     log(f"review: the oracle answered {len(outcome.taken)} pending items")
     clock.lap()
     model = train(run)
-    log(f"train: {model.n_human_labels_} human labels -> {run.path / 'model.joblib'} ({clock.lap()})")
+    log(f"train: {model.n_human_labels_} human labels -> {run.path / MODEL} ({clock.lap()})")
     return model
 
 
@@ -63,8 +62,3 @@ class _Clock:
         now = time.monotonic()
         elapsed, self.last = now - self.last, now
         return f"{elapsed:.0f} s"
-
-
-def _finished(steps, step, **settings):
-    return step in steps and all(steps[step].get(key) == value for key, value in settings.items())
-

@@ -10,7 +10,7 @@ def default_text_model():
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.pipeline import make_pipeline
 
-    from .models.linear import ACTLogisticRegression
+    from ..models.linear import ACTLogisticRegression
 
     return make_pipeline(TfidfVectorizer(sublinear_tf=True), ACTLogisticRegression(C=10.0, clip=1.0, max_iter=500))
 
@@ -24,7 +24,7 @@ def default_image_model():
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import FunctionTransformer
 
-    from .models.linear import ACTLogisticRegression
+    from ..models.linear import ACTLogisticRegression
 
     return make_pipeline(FunctionTransformer(image_pixels), ACTLogisticRegression(C=1.0, clip=1.0, max_iter=500))
 

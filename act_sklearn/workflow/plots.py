@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .review.files import write_atomically
-from .stats.metrics import expected_calibration_error
-from .stats.sampling import check_error_proba
+from .._atomic import write_atomically
+from ..stats.metrics import expected_calibration_error
+from ..stats.sampling import check_error_proba
 
 CURVE_KEYS = ("n_reviewed", "aqg", "budget_efficiency")
 FIGURE_SIZE = (6, 4)  # inches

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from .files import read_records
-from .records import ReviewFileError
+from ..review.files import read_records
+from ..review.records import ReviewFileError
 
 
 def read_items(path, *, id_column=None, text_column=None, image_column=None, label_column=None):
@@ -16,8 +16,8 @@ def read_items(path, *, id_column=None, text_column=None, image_column=None, lab
     id_column : str or None
         Column of unique item ids; None numbers the rows from 0.
     text_column, image_column : str or None
-        The text and/or the image path (relative paths are taken from the file's
-        folder). At least one is needed.
+        The text and/or the image file (a path; relative paths are taken from the
+        file's folder, and kept absolute). At least one is needed.
     label_column : str or None
         Gold labels (simulations only: they act as the reviewers).
 
@@ -55,8 +55,8 @@ def read_items(path, *, id_column=None, text_column=None, image_column=None, lab
             )
         first_line[item_id] = line
         image = record.get(image_column) if image_column else None
-        if image is not None and image != "" and not Path(image).is_absolute():
-            image = str(path.parent / image)
+        if image not in (None, ""):
+            image = _image_file(path, line, image)
         items.append(
             dict(
                 item_id=item_id,
@@ -66,6 +66,19 @@ def read_items(path, *, id_column=None, text_column=None, image_column=None, lab
             )
         )
     return items
+
+
+def _image_file(path, line, image):
+    """The absolute path of an item's image file, which must exist."""
+    image_path = (path.parent / str(image)).resolve()
+    if not image_path.is_file():
+        raise ReviewFileError(
+            path,
+            line,
+            f"names the image {str(image)!r}, which is not a file ({image_path}).",
+            "Image paths are relative to the input file's folder (or absolute); fix the path or the --image-column.",
+        )
+    return str(image_path)
 
 
 def _read_parquet(path):

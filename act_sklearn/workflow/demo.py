@@ -10,7 +10,8 @@ are stand-ins for an MLLM; pass LLM components to run the same loop on a server.
 
 import numpy as np
 
-from .datasets import DEMO_NEWSGROUPS, load_newsgroups
+from ..datasets import DEMO_NEWSGROUPS, load_newsgroups
+from ..stats.sampling import DEFAULT_EXPLORE
 from .default_models import default_text_model
 from .report import report
 from .run_folder import RunFolder
@@ -22,7 +23,7 @@ INSTRUCTIONS = "Which newsgroup was this post written for?"
 
 def offline_components(classes=tuple(DEMO_NEWSGROUPS), progress=False):
     """The demo's stand-in annotator and criticizer: two different packaged models."""
-    from .zero_shot import ZeroShotAnnotator, ZeroShotCriticizer
+    from ..offline import ZeroShotAnnotator, ZeroShotCriticizer
 
     shared = dict(classes=list(classes), class_descriptions=DEMO_NEWSGROUPS, template=TEMPLATE, progress=progress)
     return ZeroShotAnnotator("wordllama", max_words=512, **shared), ZeroShotCriticizer("minilm", max_words=48, **shared)
@@ -40,19 +41,19 @@ def demo_items(n_items=None, *, data_home=None, random_state=0):
 
 
 def run_demo(
-    run_path,
+    run,
     *,
     annotator=None,
     criticizer=None,
     budget=0.2,
     rule="threshold",
-    explore=0.1,
+    explore=DEFAULT_EXPLORE,
     n_items=None,
     data_home=None,
     random_state=0,
     log=print,
 ):
-    """Run the demo into ``run_path`` and return the report's figures.
+    """Run the demo into ``run`` (a :class:`RunFolder` or a path) and return the report's figures.
 
     ``annotator``/``criticizer`` default to :func:`offline_components`.
     """
@@ -62,15 +63,17 @@ def run_demo(
         criticizer = offline_criticizer if criticizer is None else criticizer
     items = demo_items(n_items, data_home=data_home, random_state=random_state)
     settings = dict(dataset="20 Newsgroups (8 groups, train posts)", n_items=len(items), template=TEMPLATE)
-    run = RunFolder.create(run_path, items, classes=list(DEMO_NEWSGROUPS), settings=settings)
-    log(f"20 Newsgroups: {len(items)} training posts in {len(DEMO_NEWSGROUPS)} newsgroups -> {run.path}")
-    model = simulate(
-        run, annotator, criticizer, budget=budget, rule=rule, explore=explore, random_state=random_state, log=log
-    )
-    downstream = downstream_accuracy(run, model, data_home=data_home)
-    run.finish_step("evaluate", downstream_test_accuracy=downstream)  # the report shows it from now on
-    log("test accuracy of the downstream model: " + ", ".join(f"{k} {_percent(v)}" for k, v in downstream.items()))
-    return report(run)
+    run = run if isinstance(run, RunFolder) else RunFolder(run)
+    with run.locked():
+        run.start(items, classes=list(DEMO_NEWSGROUPS), settings=settings)
+        log(f"20 Newsgroups: {len(items)} training posts in {len(DEMO_NEWSGROUPS)} newsgroups -> {run.path}")
+        model = simulate(
+            run, annotator, criticizer, budget=budget, rule=rule, explore=explore, random_state=random_state, log=log
+        )
+        downstream = downstream_accuracy(run, model, data_home=data_home)
+        run.finish_step("evaluate", downstream_test_accuracy=downstream)  # the report shows it from now on
+        log("test accuracy of the downstream model: " + ", ".join(f"{k} {_percent(v)}" for k, v in downstream.items()))
+        return report(run)
 
 
 def downstream_accuracy(run, act_model, *, data_home=None):
@@ -83,8 +86,7 @@ def downstream_accuracy(run, act_model, *, data_home=None):
         subset="test", categories=list(DEMO_NEWSGROUPS), data_home=data_home, return_X_y=True
     )
     texts = [item["text"] for item in run.items()]
-    machine = np.array(run.read_table("machine.csv")["machine_label"], dtype=object)
-    gold = np.array(run.read_table("oracle.csv")["gold"], dtype=object)
+    machine, gold = run.machine_labels(), run.gold()
 
     def score(model):
         return float(np.mean(model.predict(test_texts) == test_labels))

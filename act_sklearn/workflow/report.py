@@ -10,12 +10,15 @@ import json
 
 import numpy as np
 
-from .review.files import write_atomically
+from .._atomic import write_atomically
+from .run_folder import REPORT_JSON, REPORT_MD
+from .steps import writes_run_folder
 
 AQG_BUDGETS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)  # shares of the items
 LLM_STEPS = ("annotate", "criticize")
 
 
+@writes_run_folder
 def report(run, *, confidence=0.9):
     """Write ``report.json``, ``report.md``, ``calibration.png`` (and ``aqg.png`` with an oracle).
 
@@ -33,20 +36,18 @@ def report(run, *, confidence=0.9):
     facts : dict
         What ``report.json`` holds.
     """
-    from .stats import estimate_label_accuracy
+    from ..stats import estimate_label_accuracy
 
     run.require("select")
     ids = run.item_ids()
-    machine = np.array(run.read_table("machine.csv")["machine_label"], dtype=object)
-    error_proba = np.asarray(run.read_table("criticism.csv")["error_proba"], dtype=float)
-    selection = run.read_table("selection.csv")
-    inclusion_proba = np.asarray(selection["inclusion_proba"], dtype=float)
+    machine, error_proba = run.machine_labels(), run.error_proba()
+    inclusion_proba, selected = run.selection()
     answers = run.reviews()
     reviewed = np.array([item in answers for item in ids])
     human = np.array([answers.get(item, label) for item, label in zip(ids, machine)], dtype=object)
     estimate = estimate_label_accuracy(machine, human, reviewed, inclusion_proba, confidence=confidence)
-    steps = run.manifest()["steps"]
-    n_selected = selection["selected"].count("1")
+    steps = run.steps()
+    n_selected = int(selected.sum())
     usage = {step: steps[step].get("usage") for step in LLM_STEPS if step in steps}
     costs = [u["cost_usd"] for u in usage.values() if u and u.get("cost_usd") is not None]
     facts = dict(
@@ -65,22 +66,22 @@ def report(run, *, confidence=0.9):
         llm_usage=usage,
         llm_cost_usd=sum(costs) if costs else None,
     )
-    gold = run.read_table("oracle.csv").get("gold")
-    if gold:
-        facts.update(_oracle_facts(run, np.array(gold, dtype=object), machine, human, reviewed, error_proba, facts))
+    gold = run.gold()
+    if gold is not None:
+        facts.update(_oracle_facts(run, gold, machine, human, reviewed, error_proba, facts))
     else:
         facts.update(_review_calibration(run, machine, human, reviewed, error_proba, inclusion_proba))
-    if "evaluate" in steps:  # held-out accuracies of downstream models (the demo's comparison)
+    if run.is_current("evaluate"):  # held-out accuracies of downstream models (the demo's comparison)
         facts["downstream_test_accuracy"] = steps["evaluate"]["downstream_test_accuracy"]
-    write_atomically(run.path / "report.json", lambda f: json.dump(facts, f, indent=2))
-    write_atomically(run.path / "report.md", lambda f: f.write(_markdown(run, estimate, facts)))
+    write_atomically(run.path / REPORT_JSON, lambda f: json.dump(facts, f, indent=2))
+    write_atomically(run.path / REPORT_MD, lambda f: f.write(_markdown(run, estimate, facts)))
     return facts
 
 
 def _oracle_facts(run, gold, machine, human, reviewed, error_proba, facts):
     """A simulation: the truth gives accuracies, the criticizer's AUROC, and AQG curves over budgets."""
     from .plots import plot_aqg_curve, plot_calibration
-    from .stats import aqg_curve, criticizer_auroc
+    from ..stats import aqg_curve, criticizer_auroc
 
     is_error = machine != gold
     rule = dict(rule=facts["rule"], explore=facts["explore"])

@@ -1,4 +1,4 @@
-"""Smoke tests: a real llama-server speaks the OpenAI protocol we rely on.
+"""Smoke tests: the llama-server that tests/llama_server.py starts speaks the OpenAI protocol we rely on.
 
 The model has random weights, so the tests check structure (valid JSON that
 matches the schema, logprobs of the right shape), never content.
@@ -7,9 +7,8 @@ matches the schema, logprobs of the right shape), never content.
 import json
 import math
 
+import openai
 import pytest
-
-openai = pytest.importorskip("openai")
 
 LABELS = ["cat", "dog", "bird"]
 LABEL_SCHEMA = {

@@ -1,4 +1,4 @@
-"""MLLMAnnotator and MLLMCriticizer against a scripted transport: request bodies, answers, faults."""
+"""MLLMAnnotator against a scripted transport (request bodies, answers, faults) and a real llama-server."""
 
 import base64
 import io
@@ -8,12 +8,12 @@ import pickle
 import httpx2
 import numpy as np
 import pytest
+from conftest import require_extra
 from fake_llm import FakeLLM, answer_by_keyword, completion, enum_of, user_text
 from PIL import Image
 from sklearn.base import clone
 
 from act_sklearn import (
-    CriticizerEnsemble,
     LLMBackend,
     LLMBatchError,
     LLMFailureWarning,
@@ -346,7 +346,7 @@ def test_a_stack_of_images_is_one_item_each(tmp_path):
 
 
 def test_a_multimodal_row_sends_text_and_image_together(tmp_path):
-    pd = pytest.importorskip("pandas")
+    pd = require_extra("pandas", "test")
     rows = pd.DataFrame({"caption": ["my pet", "outside"], "image": [_png_bytes(), _png_bytes((0, 0, 255))]})
     fake = FakeLLM()
     _annotator(fake, tmp_path).predict(rows)
@@ -373,41 +373,6 @@ def test_bad_images_get_clear_errors(tmp_path, item, match):
 def test_numeric_feature_matrices_are_refused_with_a_hint(tmp_path):
     with pytest.raises(ValueError, match="an LLM reads text or images"):
         _annotator(FakeLLM(), tmp_path).predict(np.zeros((3, 5)))
-
-
-# -- the criticizer ----------------------------------------------------------------
-
-
-@pytest.mark.parametrize("strategy", ["naive", "cot", "devil", "logprob"])
-def test_criticizer_strategies(tmp_path, strategy):
-    fake = FakeLLM()
-    critic = MLLMCriticizer(fake.backend(tmp_path), strategy=strategy, classes=LABELS).fit()
-    error_proba = critic.predict_error_proba(["this cat label is wrong", "a fine dog"], ["cat", "dog"])
-    assert error_proba.shape == (2,) and np.all((0 <= error_proba) & (error_proba <= 1))
-    assert error_proba[0] > 0.5 > error_proba[1]
-    body = fake.requests[0]
-    assert '"cat"' in body["messages"][0]["content"] and '"bird"' in body["messages"][0]["content"]
-    fields = list(body["response_format"]["json_schema"]["schema"]["properties"])
-    expected = {"naive": ["error_probability"], "cot": ["reasoning", "error_probability"],
-                "devil": ["argument", "error_probability"], "logprob": ["answer"]}[strategy]
-    assert fields == expected
-    assert ("logprobs" in body) == (strategy == "logprob")
-
-
-def test_criticizer_ensemble_averages_members(tmp_path):
-    fake = FakeLLM()
-    members = [MLLMCriticizer(fake.backend(tmp_path), strategy=s) for s in ("naive", "logprob")]
-    ensemble = CriticizerEnsemble(members).fit()
-    items, labels = ["wrong cat", "fine dog"], ["cat", "dog"]
-    expected = np.mean([m.fit().predict_error_proba(items, labels) for m in members], axis=0)
-    np.testing.assert_allclose(ensemble.predict_error_proba(items, labels), expected)
-    np.testing.assert_allclose(ensemble.criticize(items, labels).error_proba, expected)
-
-
-def test_criticizer_refuses_mismatched_lengths(tmp_path):
-    critic = MLLMCriticizer(FakeLLM().backend(tmp_path)).fit()
-    with pytest.raises(ValueError, match="one proposed label per item"):
-        critic.predict_error_proba(["a", "b"], ["cat"])
 
 
 # -- estimator hygiene -------------------------------------------------------------
@@ -437,3 +402,28 @@ def test_llm_estimators_clone_and_pickle_with_a_backend(tmp_path):
     annotator = MLLMAnnotator(backend, classes=LABELS)
     annotator.set_params(backend__model="other")
     assert annotator.backend.model == "other"
+
+
+# -- against a real llama.cpp server (random weights: protocol, not quality) ---------------
+
+REVIEWS = np.array(
+    [f"Review {i}: the film was {word}." for i, word in
+     enumerate(["great", "awful", "fine", "moving", "dull", "long", "funny", "bad"] * 3)],
+    dtype=object,
+)
+SENTIMENTS = ["positive", "negative", "neutral"]
+
+
+@pytest.mark.parametrize("output_mode", ["auto", "json_object"])
+def test_annotator_labels_are_in_the_set_and_probabilities_sum_to_one(llama_server_backend, output_mode):
+    annotator = MLLMAnnotator(llama_server_backend, classes=SENTIMENTS, output_mode=output_mode).fit()
+    labels = annotator.predict(REVIEWS)
+    assert set(labels) <= set(SENTIMENTS) and labels.shape == (len(REVIEWS),)
+    proba = annotator.predict_proba(REVIEWS)
+    assert np.all(np.isfinite(proba)) and np.all(proba >= 0)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(proba.argmax(axis=1) >= 0, True)
+    assert annotator.usage_.failures == 0 and annotator.usage_.requests >= len(REVIEWS)
+    requests = annotator.usage_.requests
+    annotator.predict(REVIEWS)
+    assert annotator.usage_.requests == requests  # the re-run comes from the cache

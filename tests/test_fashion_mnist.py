@@ -8,7 +8,6 @@ import pytest
 from sklearn.utils import Bunch
 
 from act_sklearn.datasets import FASHION_MNIST_CLASSES, load_fashion_mnist
-from act_sklearn.datasets._fashion_mnist import DEFAULT_DATA_HOME
 
 FILES = (
     "train-images-idx3-ubyte.gz",
@@ -19,12 +18,12 @@ FILES = (
 
 
 @pytest.fixture(scope="module")
-def train():
+def train(fashion_mnist_data_home):
     return load_fashion_mnist(subset="train")
 
 
 @pytest.fixture(scope="module")
-def test_split():
+def test_split(fashion_mnist_data_home):
     return load_fashion_mnist(subset="test", return_X_y=True)
 
 
@@ -59,17 +58,17 @@ def test_test_split_return_X_y(test_split):
     np.testing.assert_array_equal(np.bincount(y), np.full(10, 1000))
 
 
-def test_data_home_with_copied_files(tmp_path, test_split):
+def test_data_home_with_copied_files(tmp_path, test_split, fashion_mnist_data_home):
     for name in FILES[2:]:
-        shutil.copy(DEFAULT_DATA_HOME / name, tmp_path / name)
+        shutil.copy(fashion_mnist_data_home / name, tmp_path / name)
     X, y = load_fashion_mnist(subset="test", return_X_y=True, data_home=tmp_path)
     np.testing.assert_array_equal(X, test_split[0])
     np.testing.assert_array_equal(y, test_split[1])
 
 
-def test_uncompressed_files_are_read(tmp_path, test_split):
+def test_uncompressed_files_are_read(tmp_path, test_split, fashion_mnist_data_home):
     for name in FILES[2:]:
-        with gzip.open(DEFAULT_DATA_HOME / name, "rb") as source:
+        with gzip.open(fashion_mnist_data_home / name, "rb") as source:
             (tmp_path / name.removesuffix(".gz")).write_bytes(source.read())
     X, y = load_fashion_mnist(subset="test", return_X_y=True, data_home=str(tmp_path))
     np.testing.assert_array_equal(y, test_split[1])
@@ -86,9 +85,9 @@ def test_missing_file_says_how_to_install(tmp_path):
     assert "t10k-images-idx3-ubyte.gz" in str(info.value)
 
 
-def test_truncated_gzip_file_is_reported(tmp_path):
+def test_truncated_gzip_file_is_reported(tmp_path, fashion_mnist_data_home):
     for name in FILES[2:]:
-        shutil.copy(DEFAULT_DATA_HOME / name, tmp_path / name)
+        shutil.copy(fashion_mnist_data_home / name, tmp_path / name)
     images = tmp_path / "t10k-images-idx3-ubyte.gz"
     raw = images.read_bytes()
     images.write_bytes(raw[: len(raw) // 2])
@@ -96,10 +95,10 @@ def test_truncated_gzip_file_is_reported(tmp_path):
         load_fashion_mnist(subset="test", data_home=tmp_path)
 
 
-def test_short_payload_is_reported(tmp_path):
+def test_short_payload_is_reported(tmp_path, fashion_mnist_data_home):
     # A valid gzip stream whose IDX payload stops early (a truncated download, re-gzipped).
     for name in FILES[2:]:
-        shutil.copy(DEFAULT_DATA_HOME / name, tmp_path / name)
+        shutil.copy(fashion_mnist_data_home / name, tmp_path / name)
     labels = tmp_path / "t10k-labels-idx1-ubyte.gz"
     with gzip.open(labels, "rb") as source:
         payload = source.read()
@@ -109,11 +108,11 @@ def test_short_payload_is_reported(tmp_path):
         load_fashion_mnist(subset="test", data_home=tmp_path)
 
 
-def test_wrong_magic_number_is_reported(tmp_path):
+def test_wrong_magic_number_is_reported(tmp_path, fashion_mnist_data_home):
     for name in FILES[2:]:
-        shutil.copy(DEFAULT_DATA_HOME / name, tmp_path / name)
+        shutil.copy(fashion_mnist_data_home / name, tmp_path / name)
     # Labels where images should be: magic 0x801 instead of 0x803.
-    shutil.copy(DEFAULT_DATA_HOME / FILES[3], tmp_path / FILES[2])
+    shutil.copy(fashion_mnist_data_home / FILES[3], tmp_path / FILES[2])
     with pytest.raises(OSError, match="magic number"):
         load_fashion_mnist(subset="test", data_home=tmp_path)
 

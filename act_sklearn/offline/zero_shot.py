@@ -12,8 +12,9 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from .annotator import Annotations
-from .criticizer import Criticism
+from ..annotator import Annotations
+from ..criticizer import Criticism
+from ..llm.content import Item
 from .embeddings import load_text_encoder
 
 
@@ -89,7 +90,7 @@ class ZeroShotAnnotator(ClassifierMixin, TransformerMixin, _ZeroShotModel):
     Parameters
     ----------
     encoder : {"wordllama", "minilm"}, default="wordllama"
-        The packaged model (see :data:`act_sklearn.embeddings.TEXT_ENCODERS`).
+        The packaged model (see :data:`act_sklearn.offline.embeddings.TEXT_ENCODERS`).
     classes : sequence, default=None
         The label set; None takes it from ``y`` in ``fit``.
     class_descriptions : dict, default=None
@@ -137,7 +138,8 @@ class ZeroShotAnnotator(ClassifierMixin, TransformerMixin, _ZeroShotModel):
         return self._class_proba(X, desc="annotate")
 
     def predict(self, X):
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+        proba = self.predict_proba(X)  # raises NotFittedError before classes_ is read
+        return self.classes_[proba.argmax(axis=1)]
 
     def transform(self, X):
         return self.predict_proba(X)
@@ -180,7 +182,8 @@ class ZeroShotCriticizer(_ZeroShotModel):
 
 
 def _texts(X):
-    texts = list(X)
+    # an Item without an image is a text too (the workflow passes Items)
+    texts = [item.text if isinstance(item, Item) and item.image is None else item for item in X]
     for text in texts:
         if not isinstance(text, str):
             raise TypeError(

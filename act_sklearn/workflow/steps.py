@@ -1,0 +1,295 @@
+"""The steps of a labelling job on a run folder: annotate, criticize, select, export, import, train.
+
+Each step holds the run folder's lock while it writes, reads what earlier steps
+wrote through :class:`~.run_folder.RunFolder`'s typed accessors, checks everything
+before it writes, and writes whole files atomically, so that a failed step leaves
+the run folder as it was. When a step may be skipped, and what a new result makes
+stale, is in :mod:`.run_folder`.
+"""
+
+import functools
+from pathlib import Path
+
+import numpy as np
+
+from .._llm_estimator import LLMBatchError, fitted_component
+from ..review import (
+    collect_reviews,
+    label_studio_tasks,
+    labeling_config,
+    read_reviews,
+    write_label_studio_tasks,
+    write_review_sheet,
+)
+from ..sampler import ACTSampler
+from ..stats.sampling import DEFAULT_EXPLORE
+from .run_folder import MODEL, ORACLE_REVIEW, RunFolderError
+
+EXPORT_FORMATS = ("csv", "jsonl", "label-studio")
+
+# parameters that change how a component runs, never what it answers
+RUN_ONLY_PARAMETERS = frozenset(
+    {"progress", "on_error", "api_key_env", "timeout", "max_retries", "max_concurrency", "cache_path", "prices",
+     "http_transport"}
+)
+
+
+def writes_run_folder(step):
+    """Run ``step(run, ...)`` holding the run folder's lock."""
+
+    @functools.wraps(step)
+    def locked_step(run, *args, **kwargs):
+        with run.locked():
+            return step(run, *args, **kwargs)
+
+    return locked_step
+
+
+def component_config(component):
+    """Everything about a component that can change its answers, as plain JSON.
+
+    The class and every parameter (nested components and the backend's model and
+    base URL included), but not how it runs (progress bars, concurrency, keys).
+    """
+    if hasattr(component, "get_params"):
+        params = component.get_params(deep=False)
+        config = {"class": f"{type(component).__module__}.{type(component).__qualname__}"}
+        config.update(
+            (name, component_config(value)) for name, value in sorted(params.items()) if name not in RUN_ONLY_PARAMETERS
+        )
+        return config
+    if isinstance(component, dict):
+        return {str(key): component_config(value) for key, value in component.items()}
+    if isinstance(component, (list, tuple, np.ndarray)):
+        return [component_config(value) for value in component]
+    if isinstance(component, np.generic):
+        return component.item()
+    if component is None or isinstance(component, (str, int, float, bool)):
+        return component
+    return repr(component)
+
+
+def describe(component):
+    """Which model a component uses, for logs and the report: never its key, never the whole repr."""
+    backend = getattr(component, "backend", None)
+    model = getattr(backend, "model", None) or getattr(component, "encoder", None)
+    return f"{type(component).__name__}({model})" if model else type(component).__name__
+
+
+def _usage(component):
+    """The LLM ledger of a component, with its estimated cost; None for offline models."""
+    usage = getattr(component, "usage_", None)
+    if usage is None:
+        return None
+    facts = {name: getattr(usage, name) for name in usage.__dataclass_fields__}
+    facts["cost_usd"] = component.usage_cost()
+    return facts
+
+
+@writes_run_folder
+def annotate(run, annotator, *, force=False):
+    """Label every item; writes ``machine.csv`` (labels and class probabilities).
+
+    Skipped when ``annotate`` is current with the same configuration (unless
+    ``force``). Every response is cached as it arrives
+    (``LLMBackend(cache_path=...)``), so a failed or killed run, started again,
+    pays only for the items left.
+
+    Returns
+    -------
+    ran : bool
+        False when the step was skipped.
+    """
+    config = component_config(annotator)
+    if not force and run.is_current("annotate", config):
+        return False
+    annotator = fitted_component(annotator, run.classes())
+    contents = run.contents()
+    annotations = annotator.annotate(contents)
+    if annotations.failures:
+        raise LLMBatchError("annotate requests", annotations.failures, len(contents))
+    labels = annotator.labels_from_index(annotations.label_index)
+    run.write_machine_labels(labels, annotations.proba, annotator.classes_)
+    run.finish_step("annotate", config=config, component=describe(annotator), usage=_usage(annotator))
+    return True
+
+
+@writes_run_folder
+def criticize(run, criticizer, *, force=False):
+    """Score every machine label; writes ``criticism.csv`` (error probabilities).
+
+    Skipped when ``criticize`` is current with the same configuration (unless ``force``).
+
+    Returns
+    -------
+    ran : bool
+        False when the step was skipped.
+    """
+    run.require("annotate")
+    config = component_config(criticizer)
+    if not force and run.is_current("criticize", config):
+        return False
+    criticizer = fitted_component(criticizer, run.classes())
+    contents = run.contents()
+    criticism = criticizer.criticize(contents, run.machine_labels())
+    if criticism.failures:
+        raise LLMBatchError("criticize requests", criticism.failures, len(contents))
+    run.write_error_proba(criticism.error_proba)
+    run.finish_step("criticize", config=config, component=describe(criticizer), usage=_usage(criticizer))
+    return True
+
+
+@writes_run_folder
+def select(run, *, budget, rule="threshold", explore=DEFAULT_EXPLORE, random_state=0):
+    """Draw the review sample from the criticizer's error probabilities; writes ``selection.csv``.
+
+    Once answers exist, the selection they were drawn under is final: the
+    estimates weight each answer by the inclusion probability it had. Drawing
+    the same selection again is harmless; any other is refused.
+    """
+    run.require("criticize")
+    sampler = ACTSampler(budget=budget, rule=rule, explore=explore, random_state=random_state)
+    sampler.fit(run.error_proba())
+    if run.reviews():
+        inclusion_proba, selected = run.selection()
+        if not (np.array_equal(selected, sampler.reviewed_) and np.allclose(inclusion_proba, sampler.inclusion_proba_)):
+            raise RunFolderError(
+                f"{run.path} already holds answers to another selection (made with "
+                f"{run.steps()['select']['config']}); a new one would change the design they were drawn under. "
+                "Start a new --run folder to try other settings or another criticizer."
+            )
+    run.write_selection(sampler.inclusion_proba_, sampler.reviewed_)
+    config = dict(budget=budget, rule=rule, explore=explore, random_state=random_state)
+    run.finish_step("select", config=config, **config, n_selected=int(sampler.reviewed_.sum()))
+    return sampler
+
+
+def review_rows(run, *, pending_only=True):
+    """One row per selected item (most suspicious first): what a reviewer needs, and pi."""
+    run.require("select")
+    machine, error_proba = run.machine_labels(), run.error_proba()
+    inclusion_proba, selected = run.selection()
+    done = run.reviews() if pending_only else {}
+    rows = []
+    for index, item in enumerate(run.items()):
+        if not selected[index] or item["item_id"] in done:
+            continue
+        row = {"item_id": item["item_id"]}
+        row.update({key: item[key] for key in ("text", "image") if item.get(key) is not None})
+        row.update(
+            machine_label=machine[index],
+            error_proba=float(error_proba[index]),
+            inclusion_proba=float(inclusion_proba[index]),
+        )
+        rows.append(row)
+    rows.sort(key=lambda row: -row["error_proba"])
+    return rows
+
+
+def export(run, path, *, format="csv", image_mode="data-url", document_root=None):
+    """Write the items still awaiting review to ``path``; Label Studio also gets its labeling config.
+
+    Returns the number of items exported.
+    """
+    if format not in EXPORT_FORMATS:
+        raise ValueError(f"format must be one of {EXPORT_FORMATS}; got {format!r}.")
+    rows = review_rows(run)
+    path = Path(path)
+    if format == "label-studio":
+        kind = "image" if rows and "image" in rows[0] else "text"
+        tasks = label_studio_tasks(rows, kind=kind, image_mode=image_mode, document_root=document_root)
+        write_label_studio_tasks(path, tasks)
+        config = path.with_name(path.stem + ".config.xml")
+        config.write_text(labeling_config(run.classes(), kind=kind), encoding="utf-8")
+    else:
+        write_review_sheet(path.with_suffix(f".{format}"), rows)
+    return len(rows)
+
+
+@writes_run_folder
+def import_reviews(run, path):
+    """Take the answers in ``path`` (a sheet or a Label Studio export) into ``reviews.csv``.
+
+    Nothing is written when the file has an error. Items still pending stay
+    pending; conflicting answers are returned in ``conflicts`` and not taken.
+    """
+    run.require("select")
+    chosen, known = run.selected_ids(), run.reviews()
+    outcome = collect_reviews(read_reviews(path), selected_ids=chosen, classes=run.classes(), known=known)
+    if outcome.taken:
+        run.add_reviews(outcome.taken, source=Path(path).name)
+    run.finish_step(
+        "import",
+        config=dict(source=str(path)),
+        source=str(path),
+        taken=len(outcome.taken),
+        conflicts=len(outcome.conflicts),
+        reviewed=len(known) + len(outcome.taken),
+        selected=len(chosen),
+    )
+    return outcome
+
+
+@writes_run_folder
+def review_with_oracle(run):
+    """Simulation: the gold labels answer every selected item still pending, through a review sheet.
+
+    The answers travel the path people's answers take (``oracle_review.csv``,
+    then :func:`import_reviews`), so a simulation checks that path too.
+    """
+    gold = run.gold()
+    if gold is None:
+        raise RunFolderError(f"{run.path}: the items have no gold labels; pass --label-column to simulate reviews.")
+    truth = dict(zip(run.item_ids(), gold))
+    rows = [{"item_id": row["item_id"], "label": truth[row["item_id"]]} for row in review_rows(run)]
+    sheet = run.path / ORACLE_REVIEW
+    write_review_sheet(sheet, rows)
+    return import_reviews(run, sheet)
+
+
+@writes_run_folder
+def train(run, estimator=None):
+    """Train on the machine labels corrected by the reviews so far (production mode); saves ``model.joblib``.
+
+    Items selected but not yet reviewed count as not reviewed, which biases the
+    loss only through the answers still missing; the manifest records how many.
+    """
+    import joblib
+
+    from ..classifier import UNLABELED, ACTClassifier
+
+    run.require("select")
+    items = run.items()
+    inputs, default_model = _training_inputs(run, items)
+    inclusion_proba, selected = run.selection()
+    reviews = run.reviews()
+    if not reviews:
+        raise RunFolderError(f"{run.path}: no human answers yet; import a review with `act-sklearn import` first.")
+    y = np.array([reviews.get(item["item_id"], UNLABELED) for item in items], dtype=object)
+    model = ACTClassifier(estimator if estimator is not None else default_model(), classes=run.classes())
+    model.fit(inputs, y, machine_labels=run.machine_labels(), inclusion_proba=inclusion_proba)
+    joblib.dump(model, run.path / MODEL)
+    estimate = model.label_accuracy_
+    run.finish_step(
+        "train",
+        config=component_config(model.estimator),
+        n_human_labels=model.n_human_labels_,
+        pending_reviews=int(selected.sum()) - len(reviews),
+        label_accuracy=estimate.accuracy if estimate.estimable else None,
+        label_accuracy_ci=[estimate.ci_low, estimate.ci_high] if estimate.estimable else None,
+    )
+    return model
+
+
+def _training_inputs(run, items):
+    """What the default downstream model reads: the texts if every item has one, else the image files."""
+    from .default_models import default_image_model, default_text_model
+
+    if all(item.get("text") is not None for item in items):
+        return [item["text"] for item in items], default_text_model
+    if all(item.get("image") is not None for item in items):
+        return np.array([item["image"] for item in items], dtype=object).reshape(-1, 1), default_image_model
+    raise RunFolderError(
+        f"{run.path}: the default downstream models need a text for every item or an image for every item, "
+        "and these items have neither throughout. Train in Python: act_sklearn.workflow.train(run, estimator)."
+    )
