@@ -10,7 +10,8 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from ._sklearn_compat import Interval, StrOptions
-from .llm import LLMBackend, run_requests
+from .llm import LLMBackend, Outcome, run_requests
+from .llm.parsing import ParseError
 from .llm.prompts import OUTPUT_MODES
 
 # parameters MLLMAnnotator and MLLMCriticizer share
@@ -72,10 +73,28 @@ class LLMEstimatorMixin:
         """The output modes to try, strictest first."""
         return OUTPUT_MODES if self.output_mode == "auto" else (self.output_mode,)
 
-    def _send(self, requests, desc):
+    def _send(self, requests, desc, read=None):
+        """Outcomes of ``requests``; ``read(outcome)`` (raising ParseError) decides which answers are usable.
+
+        An unusable answer is asked again (more tokens, then the next output
+        mode) and never cached, so a rerun pays only for items with no usable answer.
+        """
         check_is_fitted(self, "usage_")
+
+        def usable(response, alternative):
+            try:
+                read(Outcome(response=response, alternative=alternative))
+            except ParseError as exc:
+                return str(exc)
+            return None
+
         return run_requests(
-            self._resolved_backend(), requests, ledger=self.usage_, progress=self.progress, desc=desc
+            self._resolved_backend(),
+            requests,
+            ledger=self.usage_,
+            progress=self.progress,
+            desc=desc,
+            usable=None if read is None else usable,
         )
 
     def usage_cost(self):

@@ -332,7 +332,7 @@ class MLLMAnnotator(ClassifierMixin, TransformerMixin, LLMEstimatorMixin, BaseEs
                 self._request_chain(conversation, modes, verbalized=want == "verbalized")
                 for conversation in conversations
             ]
-            outcomes = self._send(requests, "Annotating")
+            outcomes = self._send(requests, "Annotating", read=lambda o: self._read_answer(o, want, modes))
             missing = self._fill(outcomes, want, modes, label_index, proba, reasons)
             if missing and self.probability == "auto":
                 # start from the output mode the server accepted in the first round
@@ -340,7 +340,12 @@ class MLLMAnnotator(ClassifierMixin, TransformerMixin, LLMEstimatorMixin, BaseEs
                 requests = [
                     self._request_chain(conversations[i], modes, verbalized=True) for i in missing
                 ]
-                outcomes = self._send(requests, "Annotating (verbalized confidence)")
+                outcomes = self._send(
+                    requests,
+                    "Annotating (verbalized confidence)",
+                    # the round is for the confidence: an answer with the label but none keeps its label
+                    read=lambda o: self._read_answer(o, "label", modes),
+                )
                 # a failed fallback keeps the first answer's label (with all mass on it)
                 self._fill(outcomes, "verbalized", modes, label_index, proba, {}, positions=missing)
             for i in missing:  # logprobs were asked for and not given: all mass on the label
@@ -374,7 +379,7 @@ class MLLMAnnotator(ClassifierMixin, TransformerMixin, LLMEstimatorMixin, BaseEs
         seeds = rng.randint(0, 2**31 - 1, size=self.n_samples)
         modes = self._modes()
         requests = [self._request_chain(c, modes, seed=s) for c in conversations for s in seeds]
-        outcomes = self._send(requests, "Annotating (sampling)")
+        outcomes = self._send(requests, "Annotating (sampling)", read=lambda o: self._read_answer(o, "label", modes))
         n_classes = len(self.label_names_)
         for i in range(len(conversations)):
             votes, errors = np.zeros(n_classes), []

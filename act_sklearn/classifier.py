@@ -161,10 +161,14 @@ class ACTClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     failures_ : list of dict
         Items whose LLM request failed (``index`` into X, ``stage``, ``reason``)
         when the component has ``on_error="skip"``; with ``"raise"`` ``fit``
-        raises :class:`LLMBatchError` instead.
+        raises :class:`LLMBatchError` instead. They stay in the design as the
+        most suspicious items (``error_proba_`` 1): the sampler reviews them
+        first (``inclusion_proba_`` 1, or the budget shared among them when
+        there are more of them than the budget). An item without a machine
+        label counts as a wrong label in ``label_accuracy_`` until reviewed.
     usable_indices_ : ndarray of int
-        Items of X that were used. When some failed, the per-item attributes
-        above (``machine_labels_``, ``reviewed_``, ...) cover these items only.
+        Items of X the estimator trained on: all but those with neither a
+        machine label nor a review (their ``final_labels_`` entry is None).
     usage_ : UsageLedger
         LLM requests, cache hits, retries and tokens of this ``fit``.
 
@@ -263,17 +267,14 @@ class ACTClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             and self.criticizer is not None
         ):
             error_proba = self._criticize(X, machine_labels)
-        self.usable_indices_ = np.setdiff1d(
-            np.arange(n_samples), [f["index"] for f in self.failures_]
-        )
-        if self.failures_:  # on_error="skip": go on with the items that have answers
-            if self.usable_indices_.size == 0:
-                raise ValueError("Every LLM request failed; see failures_ and fix the endpoint.")
-            rows = self.usable_indices_
-            estimator_params = _check_method_params(X, estimator_params, indices=rows)
-            X, y, machine_labels = _safe_indexing(X, rows), y[rows], machine_labels[rows]
-            error_proba = None if error_proba is None else np.asarray(error_proba)[rows]
-            n_samples = rows.size
+        # on_error="skip": an item whose answer failed is the most suspicious there is, so it
+        # goes to people first; one with no machine label counts as an error until reviewed
+        failed = np.zeros(n_samples, dtype=bool)
+        failed[[f["index"] for f in self.failures_]] = True
+        unlabelled = np.zeros(n_samples, dtype=bool)
+        unlabelled[[f["index"] for f in self.failures_ if f["stage"] == "annotate"]] = True
+        if failed.any() and inclusion_proba is None:
+            error_proba = np.where(failed, 1.0, 0.5 if error_proba is None else np.asarray(error_proba, dtype=float))
         self.machine_labels_ = machine_labels
         self.sampler_ = None
         self.error_proba_ = None
@@ -282,7 +283,13 @@ class ACTClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         elif inclusion_proba is not None:
             self._design_production(y, error_proba, inclusion_proba, n_samples)
         else:
-            self._design_simulation(y, error_proba, n_samples)
+            self._design_simulation(y, error_proba, n_samples, must_review=failed)
+        if unlabelled.any():
+            # a reviewed item's machine term cancels (weight 1 - 1/pi = 0 at pi = 1), so any class
+            # stands in for its missing label; an unreviewed one has no label to train on at all
+            machine_labels = np.where(unlabelled, y, machine_labels).astype(y.dtype, copy=False)
+        trained = ~(unlabelled & ~self.reviewed_)
+        self.usable_indices_ = np.flatnonzero(trained)
 
         human_labels = np.where(self.reviewed_, y, self._fill_value(y, machine_labels))
         self._check_label_set(human_labels, machine_labels)
@@ -294,6 +301,9 @@ class ACTClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         else:
             self.final_labels_ = final_labels(machine_labels, human_labels, self.reviewed_)
             machine_for_estimate = machine_labels
+            if unlabelled.any():  # no label is a wrong label, in the estimate and the final labels
+                machine_for_estimate = np.where(unlabelled, None, machine_labels.astype(object))
+                self.final_labels_ = np.where(trained, self.final_labels_.astype(object), None)
         self.label_accuracy_ = estimate_label_accuracy(
             machine_for_estimate,
             human_labels,
@@ -303,6 +313,11 @@ class ACTClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         )
 
         self.estimator_ = clone(self._default("estimator"))
+        if not trained.all():
+            rows = self.usable_indices_
+            estimator_params = _check_method_params(X, estimator_params, indices=rows)
+            X, human_labels, machine_labels = _safe_indexing(X, rows), human_labels[rows], machine_labels[rows]
+            weights = weights[rows]
         if machine_labels is None:
             self.estimator_.fit(X, human_labels, **estimator_params)
         else:
@@ -418,12 +433,12 @@ class ACTClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         self.reviewed_ = y != UNLABELED
         self.inclusion_proba_ = inclusion_proba
 
-    def _design_simulation(self, y, error_proba, n_samples):
+    def _design_simulation(self, y, error_proba, n_samples, must_review):
         if error_proba is None:
             error_proba = np.full(n_samples, 0.5)  # no critic: review a uniform sample
         else:
             self.error_proba_ = error_proba = self._checked_error_proba(error_proba, n_samples)
-        self.sampler_ = clone(self._default("sampler")).fit(error_proba)
+        self.sampler_ = clone(self._default("sampler")).fit(error_proba, must_review=must_review)
         self.reviewed_ = np.asarray(self.sampler_.reviewed_, dtype=bool)
         self.inclusion_proba_ = np.asarray(self.sampler_.inclusion_proba_, dtype=float)
         unlabeled = self.reviewed_ & (y == UNLABELED)

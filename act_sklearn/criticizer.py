@@ -321,7 +321,7 @@ class MLLMCriticizer(LLMEstimatorMixin, BaseEstimator):
             self._request_chain(user_content(item), label)
             for item, label in zip(items, labels.tolist())
         ]
-        outcomes = self._send(requests, f"Criticizing ({self.strategy})")
+        outcomes = self._send(requests, f"Criticizing ({self.strategy})", read=self._read_error_proba)
         error_proba = np.full(len(items), np.nan)
         failures = []
         for i, outcome in enumerate(outcomes):

@@ -105,7 +105,7 @@ class ACTSampler(BaseEstimator):
         self.random_state = random_state
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, error_proba, y=None):
+    def fit(self, error_proba, y=None, must_review=None):
         """Compute inclusion probabilities and draw the items to review.
 
         Parameters
@@ -114,6 +114,9 @@ class ACTSampler(BaseEstimator):
             Probability that each machine label is wrong, in [0, 1].
         y : None
             Ignored.
+        must_review : array-like of bool, shape (n_samples,), default=None
+            Items reviewed first whatever their error probability (failed LLM
+            answers); see :func:`~act_sklearn.stats.sampling.inclusion_probabilities`.
 
         Returns
         -------
@@ -130,6 +133,7 @@ class ACTSampler(BaseEstimator):
             beta=self.beta,
             explore=self.explore,
             random_state=rng,
+            must_review=must_review,
         )
         self.reviewed_ = draw_sample(self.inclusion_proba_, design=self.design, random_state=rng)
         selected = np.flatnonzero(self.reviewed_)

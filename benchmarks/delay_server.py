@@ -37,7 +37,10 @@ second one), the server can *hold*: ``POST /hold`` with ``{"after": k}`` answers
 the first ``k`` chat completions and keeps every later one waiting until
 ``POST /release``; ``GET /wait?requests=N`` returns as soon as ``N`` requests
 have arrived (an event, not a poll); ``GET /requests`` returns the bodies
-received (recorded when started with ``record=True``).
+received (recorded when started with ``record=True``); ``POST /garble`` with
+``{"items": [text, ...]}`` makes every answer about a user message containing one
+of those texts an unreadable one (whitespace until ``max_tokens``, as a weak model
+pads a JSON grammar), and ``{"items": []}`` ends it.
 
 Use :func:`serve_in_process` for benchmarks (the server gets its own
 interpreter, so the client's CPU use does not slow it down and the client is
@@ -328,6 +331,7 @@ class DelayApp:
         self.record = record
         self.bodies = []
         self.hold_after = None
+        self.garbled = []
         self._events = None  # (arrivals, released), made on the server's own loop
 
     def events(self) -> tuple[asyncio.Condition, asyncio.Event]:
@@ -366,6 +370,9 @@ class DelayApp:
             self.hold_after = int(json.loads(body)["after"])
             self.events()[1].clear()
             return 200, {"hold_after": self.hold_after}
+        if path in ("/garble", "/v1/garble") and method == "POST":
+            self.garbled = list(json.loads(body)["items"])
+            return 200, {"garbled": self.garbled}
         if path in ("/release", "/v1/release") and method == "POST":
             self.hold_after = None
             self.events()[1].set()
@@ -401,6 +408,10 @@ class DelayApp:
         if request.get("stream"):
             return 400, error_body("stream=true is not supported by delay_server")
         answer = completion_body(request, serial)
+        user = last_user_text(request["messages"])
+        if any(text in user for text in self.garbled):
+            answer["choices"][0].update(message={"role": "assistant", "content": '{\n \t \t'},
+                                        finish_reason="length", logprobs=None)
         if self.hold_after is not None and serial > self.hold_after:
             await released.wait()
         await asyncio.sleep(max(0.0, deadline - loop.time()))
@@ -622,6 +633,11 @@ def reset_count(base_url: str) -> None:
 def hold_after(base_url: str, n_answered: int) -> None:
     """Answer the chat completions numbered up to ``n_answered`` (since the last reset); hold every later one."""
     _post(base_url, "hold", {"after": n_answered})
+
+
+def garble(base_url: str, items: list) -> None:
+    """Answer every request about a message containing one of ``items`` with unreadable padding."""
+    _post(base_url, "garble", {"items": list(items)})
 
 
 def release(base_url: str) -> None:

@@ -197,7 +197,7 @@ def _async_handler(fake):
 @pytest.mark.parametrize(
     "content, reason",
     [
-        ('{"label": "cat"', "not valid JSON"),
+        ('{"label": "ca', "not valid JSON"),
         ('{"label": "horse"}', "not one of"),
         ('{"animal": "cat"}', "no 'label' field"),
         ("", "empty"),
@@ -205,7 +205,7 @@ def _async_handler(fake):
 )
 def test_unreadable_answers_are_recorded_per_item(tmp_path, content, reason):
     fake = FakeLLM(lambda body, n: content if "bad" in user_text(body) else answer_by_keyword(body))
-    annotator = _annotator(fake, tmp_path)
+    annotator = _annotator(fake, tmp_path, output_mode="json_schema")
     with pytest.raises(LLMBatchError, match=reason) as error:
         annotator.predict(["a cat", "bad", "a dog"])
     assert [f.index for f in error.value.failures] == [1]

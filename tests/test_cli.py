@@ -6,7 +6,7 @@ import json
 import pytest
 from conftest import require_extra
 
-from act_sklearn.workflow.cli import EXIT_BAD_INPUT, EXIT_BUSY, EXIT_CONFLICTS, EXIT_OK, main
+from act_sklearn.workflow.cli import EXIT_BAD_INPUT, EXIT_BUSY, EXIT_CONFLICTS, EXIT_LLM_FAILED, EXIT_OK, main
 from act_sklearn.workflow.run_folder import RunFolder
 
 CLASSES = ["good", "bad"]
@@ -249,7 +249,7 @@ def test_two_runs_on_one_folder_never_pay_twice(items_file, tmp_path):
         server.wait_for_requests(url, 2)
         second = _command(*_run_command(tmp_path / "run", items_file, url))
         out, err = second.communicate(timeout=120)
-        assert second.returncode == EXIT_BUSY
+        assert second.returncode == EXIT_BUSY, err
         assert f"process {first.pid}" in err and "is busy" in err and "--wait" in err
         server.release(url)
         assert first.wait(timeout=300) == EXIT_OK
@@ -436,3 +436,50 @@ def test_demo_against_an_openai_compatible_server(llama_server_url, tmp_path, ca
     facts = json.loads((run / "report.json").read_text())
     assert facts["llm_usage"]["annotate"]["requests"] + facts["llm_usage"]["annotate"]["cache_hits"] == 16
     assert facts["human_labels"] == 4 and (run / "cache.sqlite").exists()
+
+
+def test_a_rerun_sends_exactly_the_requests_without_a_usable_answer(items_file, tmp_path, capsys):
+    server = _delay_server()
+    with server.serve_in_thread(delay=0) as url:
+        command = _run_command(tmp_path / "run", items_file, url)
+        server.garble(url, ["movie 3 was", "movie 7 was"])  # padded until max_tokens, whatever is asked
+        assert main(command) == EXIT_LLM_FAILED
+        assert "2 of 24 annotate requests failed" in capsys.readouterr().err
+        # each of the two: every output mode, each asked again with 4 times the tokens
+        assert server.request_count(url) == 22 + 2 * 3 * 2
+        server.reset_count(url)
+        assert main(command) == EXIT_LLM_FAILED  # the same failure: only those two are asked again
+        assert server.request_count(url) == 2 * 3 * 2
+        server.reset_count(url)
+        server.garble(url, [])
+        assert main(command) == EXIT_OK
+        assert server.request_count(url) == 2 + 24  # the two annotations, then every criticism
+
+
+def test_items_without_a_usable_answer_go_to_people_first(items_file, tmp_path, capsys):
+    server = _delay_server()
+    run = tmp_path / "run"
+    with server.serve_in_thread(delay=0) as url:
+        llm = [*_llm_options(url), "--on-error", "skip"]
+        server.garble(url, ["movie 3 was", "movie 7 was"])
+        assert main(["annotate", "--run", str(run), "--input", str(items_file), "--classes", "good,bad",
+                     "--id-column", "id", "--text-column", "review", *llm]) == EXIT_OK
+        assert main(["criticize", "--run", str(run), "--strategy", "naive", *llm]) == EXIT_OK
+    folder = RunFolder(run)
+    assert {item: stage for item, (stage, _) in folder.failures().items()} == {"m3": "annotate", "m7": "annotate"}
+    machine = dict(zip(folder.item_ids(), folder.machine_labels()))
+    assert machine["m3"] == machine["m7"] == "" and folder.error_proba()[[3, 7]].tolist() == [1.0, 1.0]
+    assert main(["select", "--run", str(run), "--budget", "6"]) == EXIT_OK
+    inclusion_proba, selected = folder.selection()
+    assert selected[[3, 7]].all() and inclusion_proba[[3, 7]].tolist() == [1.0, 1.0] and selected.sum() == 6
+    sheet = tmp_path / "batch.csv"
+    assert main(["export", "--run", str(run), "--output", str(sheet)]) == EXIT_OK
+    rows = list(csv.DictReader(open(sheet)))
+    assert [row["item_id"] for row in rows[:2]] == ["m3", "m7"] and "max_tokens" in rows[0]["llm_failure"]
+    gold = {row["id"]: row["gold"] for row in csv.DictReader(open(items_file))}
+    with open(sheet, "w", newline="") as file:
+        csv.writer(file).writerows([["item_id", "label"], *([row["item_id"], gold[row["item_id"]]] for row in rows)])
+    assert main(["import", "--run", str(run), str(sheet)]) == EXIT_OK
+    assert main(["train", "--run", str(run)]) == EXIT_OK and main(["report", "--run", str(run)]) == EXIT_OK
+    facts = json.loads((run / "report.json").read_text())
+    assert facts["llm_failures"] == 2 and facts["human_labels"] == 6 and facts["errors_found"] >= 2

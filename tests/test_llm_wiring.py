@@ -92,7 +92,7 @@ def test_grid_search_with_metadata_routing(tmp_path):
     assert search.best_estimator_.n_human_labels_ <= 0.4 * len(X)
 
 
-def test_failed_items_are_skipped_and_recorded_or_raise(tmp_path):
+def test_failed_items_go_to_people_first_or_raise(tmp_path):
     X, y = _texts()
     bad = {3, 7}
 
@@ -110,9 +110,40 @@ def test_failed_items_are_skipped_and_recorded_or_raise(tmp_path):
         act.fit(X, y)
     assert [f["index"] for f in act.failures_] == [3, 7]
     assert all("unicorn" in f["reason"] for f in act.failures_)
-    assert act.usable_indices_.size == 58 and act.reviewed_.size == 58
-    # the annotations came from the cache of the first fit; the criticisms are new
-    assert act.usage_.requests == 58 and act.usage_.cache_hits == 60
+    # the failed items stay in the design, reviewed first, within the budget
+    assert act.reviewed_.size == 60 and act.reviewed_[[3, 7]].all()
+    assert act.inclusion_proba_[[3, 7]].tolist() == [1.0, 1.0] and act.error_proba_[[3, 7]].tolist() == [1.0, 1.0]
+    assert act.n_human_labels_ == act.sampler_.budget_ == 18 and act.usable_indices_.size == 60
+    assert act.final_labels_[[3, 7]].tolist() == y[[3, 7]].tolist()
+    assert act.label_accuracy_.errors_found >= 2  # no machine label was a wrong one, corrected
+    # 58 annotations came from the cache of the first fit and the 58 criticisms are new; the two
+    # items without a usable answer were never cached, so they are asked again, in each output mode
+    assert act.usage_.requests == 58 + 2 * 3 and act.usage_.cache_hits == 58
+
+
+def test_more_failures_than_budget_share_it_and_count_as_errors(tmp_path):
+    X, y = _texts()
+    bad = set(range(0, 60, 5))  # 12 of 60 items (20%) get no usable annotation
+
+    def answer(body, n):
+        if any(f"item {i}:" in user_text(body) for i in bad):
+            return '{"label": "unicorn"}'
+        return answer_by_keyword(body)
+
+    act = _act(FakeLLM(answer), tmp_path, budget=6)
+    act.set_params(annotator__on_error="skip")
+    with pytest.warns(LLMFailureWarning):
+        act.fit(X, y)
+    failed = np.array(sorted(bad))
+    assert act.n_human_labels_ == 6 and act.reviewed_[failed].sum() == 6  # never above the budget
+    np.testing.assert_allclose(act.inclusion_proba_[failed], 6 / 12)
+    assert not act.reviewed_[np.setdiff1d(np.arange(60), failed)].any()
+    left = failed[~act.reviewed_[failed]]
+    assert all(label is None for label in act.final_labels_[left]) and act.usable_indices_.size == 54
+    # the budget went to the failures, so the other items could never be reviewed: the estimate
+    # says so instead of guessing, and the reviewed failures count as errors found
+    estimate = act.label_accuracy_
+    assert not estimate.estimable and estimate.errors_found == 6 and "not estimable" in str(estimate)
 
 
 def test_no_api_key_in_params_repr_pickles_cache_or_logs(tmp_path, monkeypatch, caplog):

@@ -206,3 +206,18 @@ def test_a_budget_means_the_same_written_or_typed(written, n_reviewed):
     assert sampler.budget_ == n_reviewed == sampler.reviewed_.sum()
     if isinstance(written, str):
         assert ACTSampler(budget=parse_budget(written), explore=0.0).fit(error_proba).budget_ == n_reviewed
+
+
+@pytest.mark.parametrize("rule", ["threshold", "normalize", "sigmoid"])
+def test_items_that_must_be_reviewed_come_first_within_the_budget(rule):
+    error_proba = np.linspace(0.0, 0.9, 40)
+    must = np.zeros(40, dtype=bool)
+    must[[0, 1, 2]] = True  # the least suspicious by score: failed items have no real score
+    proba = inclusion_probabilities(error_proba, 10, rule=rule, explore=0.2, must_review=must)
+    assert proba[must].tolist() == [1.0, 1.0, 1.0]
+    assert proba.sum() == pytest.approx(10) and np.all((proba >= 0) & (proba <= 1))
+    many = np.zeros(40, dtype=bool)
+    many[:20] = True  # more than the budget: they share it, the rest gets none
+    shared = inclusion_probabilities(error_proba, 10, rule=rule, must_review=many)
+    np.testing.assert_allclose(shared[:20], 0.5)
+    assert shared[20:].sum() == 0

@@ -9,12 +9,15 @@ class UsageLedger:
 
     ``requests`` counts HTTP requests sent (retries included), ``cache_hits``
     requests answered from the cache, ``retries`` repeated attempts after a
-    transient failure and ``failures`` items that ended without a response.
+    transient failure, ``unusable`` answers that could not be read (each asked
+    again, with more tokens or in the next output mode) and ``failures`` items
+    that ended without a usable answer.
     """
 
     requests: int = 0
     cache_hits: int = 0
     retries: int = 0
+    unusable: int = 0
     failures: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0

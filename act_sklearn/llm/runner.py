@@ -3,8 +3,15 @@
 Every request ends with a response or a recorded failure reason; one bad item
 never aborts the batch. Transient failures (429, 408, 409, 5xx, timeouts,
 connection errors, unreadable or empty responses) are retried with exponential
-backoff that honours ``Retry-After``; anything else fails at once. Each response
-is cached the moment it arrives, so an interrupted batch resumes where it stopped.
+backoff that honours ``Retry-After``; anything else fails at once.
+
+An HTTP 200 is not yet an answer: the caller's ``usable`` check reads it, and an
+answer it cannot read is asked again with a bounded escalation: once more with
+``ESCALATION`` times the ``max_tokens`` when it was cut off, then in the next
+output mode of the chain. Only usable answers are cached (the moment they
+arrive, so an interrupted batch resumes where it stopped), and a cached answer
+that is not usable is ignored: running a batch again sends exactly the requests
+that have no usable answer.
 """
 
 import asyncio
@@ -22,6 +29,8 @@ logger = logging.getLogger(__name__)
 RETRYABLE_STATUS = {408, 409, 429}
 MAX_RETRY_AFTER = 120.0  # seconds; a longer Retry-After is capped, not obeyed blindly
 IMAGE_TOKEN_ESTIMATE = 765  # a high-detail 512 px image, for client-side token limits
+ESCALATION = 4  # a cut-off answer is asked once more with this many times the max_tokens
+MAX_ESCALATED_TOKENS = 4096
 
 
 @dataclass
@@ -89,7 +98,7 @@ def estimate_tokens(body):
     return tokens
 
 
-def run_requests(backend, requests, *, ledger=None, progress=False, desc="LLM requests"):
+def run_requests(backend, requests, *, ledger=None, progress=False, desc="LLM requests", usable=None):
     """Send ``requests`` to ``backend`` and return one :class:`Outcome` each, in order.
 
     Parameters
@@ -103,6 +112,10 @@ def run_requests(backend, requests, *, ledger=None, progress=False, desc="LLM re
         Totals to add to.
     progress : bool
         Show a progress bar (on terminals only).
+    usable : callable or None
+        ``usable(response, alternative)`` returns None for an answer the caller
+        can read, else the reason it cannot (``alternative`` is the index of the
+        answered body in its chain). None takes every HTTP 200 as an answer.
 
     Returns
     -------
@@ -113,7 +126,7 @@ def run_requests(backend, requests, *, ledger=None, progress=False, desc="LLM re
     cache_path = backend.resolved_cache_path()
     cache = ResponseCache(cache_path) if cache_path is not None else None
     try:
-        batch = _Batch(backend, cache, ledger)
+        batch = _Batch(backend, cache, ledger, usable or (lambda response, alternative: None))
         outcomes = [batch.from_cache(chain) for chain in chains]
         pending = {}  # one request per distinct first-choice key: no paid duplicates
         for index, outcome in enumerate(outcomes):
@@ -164,20 +177,23 @@ def _run_coroutine(coroutine):
 class _Batch:
     """State of one batch: the client, limits, the cache and which alternative works."""
 
-    def __init__(self, backend, cache, ledger):
+    def __init__(self, backend, cache, ledger, usable):
         self.backend = backend
         self.cache = cache
         self.ledger = ledger
+        self.usable = usable
         self.first_alternative = 0  # raised when the server rejects a request format
 
     def from_cache(self, chain):
+        """The first usable cached answer to a body of the chain (or its escalation)."""
         if self.cache is None:
             return None
         for level, body in enumerate(chain):
-            response = self.cache.get(request_key(self.backend.base_url, body))
-            if response is not None:
-                self.ledger.cache_hits += 1
-                return Outcome(response=response, cached=True, alternative=level)
+            for attempt in (body, _escalated(body)):
+                response = attempt and self.cache.get(request_key(self.backend.base_url, attempt))
+                if response is not None and self.usable(response, level) is None:
+                    self.ledger.cache_hits += 1
+                    return Outcome(response=response, cached=True, alternative=level)
         return None
 
     async def send_all(self, chains, progress, desc):
@@ -201,10 +217,21 @@ class _Batch:
                 bar.close()
 
     async def send_chain(self, client, chain):
-        outcome = Outcome()
+        outcome, unusable = Outcome(), []
         for level, body in enumerate(chain):
             try:
                 response = await self.send_with_retries(client, chain, level, outcome)
+                reason = self.usable(response, level)
+                escalated = _escalated(body)
+                if reason is not None and escalated and _cut_off(response):
+                    self.ledger.unusable += 1
+                    response = await self.send_with_retries(client, chain, level, outcome, body=escalated)
+                    body, reason = escalated, self.usable(response, level)
+                if reason is not None:
+                    self.ledger.unusable += 1
+                    unusable.append(reason)
+                    outcome.error = "no usable answer: " + " / ".join(dict.fromkeys(unusable))
+                    continue  # the next output mode
             except _FormatRejected:
                 continue
             except PermanentError as exc:
@@ -223,9 +250,9 @@ class _Batch:
             return outcome
         return outcome
 
-    async def send_with_retries(self, client, chain, level, outcome):
+    async def send_with_retries(self, client, chain, level, outcome, body=None):
         backend = self.backend
-        body = chain[level]
+        body = chain[level] if body is None else body
         for attempt in range(backend.max_retries + 1):
             if attempt:
                 self.ledger.retries += 1
@@ -252,6 +279,18 @@ class _Batch:
                 logger.info("Retrying in %.2f s after: %s", delay, exc)
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
+
+
+def _escalated(body):
+    """The body asked again after a cut-off answer: more tokens, within a cap (None if none to add)."""
+    tokens = body.get("max_tokens")
+    if tokens is None or tokens >= MAX_ESCALATED_TOKENS:
+        return None
+    return {**body, "max_tokens": min(tokens * ESCALATION, MAX_ESCALATED_TOKENS)}
+
+
+def _cut_off(response):
+    return response["choices"][0].get("finish_reason") == "length"
 
 
 def _rejects_format(reason):

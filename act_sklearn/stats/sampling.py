@@ -212,6 +212,7 @@ def inclusion_probabilities(
     beta=20.0,
     explore=0.0,
     random_state=None,
+    must_review=None,
 ):
     """Inclusion probabilities for human review from error probabilities.
 
@@ -232,6 +233,11 @@ def inclusion_probabilities(
         Fraction of the budget spread uniformly over all items.
     random_state : int, RandomState instance or None, default=None
         Breaks ties in the ``threshold`` rule.
+    must_review : array-like of bool, shape (n_samples,), or None
+        Items that go to people first whatever their score (an item the LLM
+        could not label or criticise): they get ``pi = 1`` out of the budget, or
+        share it equally when there are more of them than the budget; the rest
+        of the budget goes to the other items by the rule.
 
     Returns
     -------
@@ -259,6 +265,9 @@ def inclusion_probabilities(
     if not (isinstance(beta, numbers.Real) and beta > 0):
         raise ValueError(f"beta must be a positive float; got {beta!r}.")
     rng = np.random.default_rng(_seed_from(random_state))
+    if must_review is not None and np.any(must_review):
+        return _reviewing_first(np.asarray(must_review, dtype=bool), error_proba, n_items, rule=rule,
+                                threshold=threshold, beta=beta, explore=explore, random_state=rng)
 
     if rule == "threshold":
         proba = _threshold_rule(error_proba, n_items, threshold, rng)
@@ -270,6 +279,17 @@ def inclusion_probabilities(
     if explore > 0:
         proba = (1 - explore) * proba + explore * n_items / n_samples
     return np.clip(proba, 0.0, 1.0)
+
+
+def _reviewing_first(must_review, error_proba, n_items, **rule):
+    """``pi`` with the ``must_review`` items first (``pi = 1``, or the budget shared among them)."""
+    proba = np.zeros(error_proba.size)
+    n_first = int(must_review.sum())
+    proba[must_review] = min(1.0, n_items / n_first)
+    rest, left = np.flatnonzero(~must_review), n_items - min(n_items, n_first)
+    if left >= 1 and rest.size:
+        proba[rest] = inclusion_probabilities(error_proba[rest], min(left, rest.size), **rule)
+    return proba
 
 
 def _seed_from(random_state):

@@ -4,8 +4,9 @@ Exit codes scripts can rely on:
   0  the step finished
   2  bad input: a file, a column, a label or a run folder that cannot be used
      (the message names it and the fix; the run folder is left as it was)
-  3  some LLM requests failed; the answers that arrived are cached, so running
-     the same command again pays only for the rest
+  3  some items got no usable LLM answer; the usable ones are cached, so running
+     the same command again sends exactly the requests for the rest
+     (or pass --on-error skip: people review those items first)
   4  import finished, but some reviewers' answers conflict and were not taken
   5  the run folder is busy: another act-sklearn process is writing to it
      (the message names it; pass --wait to start when it has finished)
@@ -43,7 +44,8 @@ def _backend(args, prefix=""):
 def _annotator(args, classes):
     from ..annotator import MLLMAnnotator
 
-    return MLLMAnnotator(_backend(args), classes=classes, instructions=args.instructions, progress=True)
+    return MLLMAnnotator(_backend(args), classes=classes, instructions=args.instructions, progress=True,
+                         **_answer_settings(args))
 
 
 def _criticizer(args, classes):
@@ -51,8 +53,13 @@ def _criticizer(args, classes):
 
     backend = _backend(args, prefix="critic_")
     return MLLMCriticizer(
-        backend, strategy=args.strategy, classes=classes, instructions=args.instructions, progress=True
+        backend, strategy=args.strategy, classes=classes, instructions=args.instructions, progress=True,
+        **_answer_settings(args),
     )
+
+
+def _answer_settings(args):
+    return dict(max_tokens=args.max_tokens, max_reasoning_chars=args.max_reasoning_chars, on_error=args.on_error)
 
 
 def _read_input(args):
@@ -293,6 +300,22 @@ def _llm_options(sub, *, critic=False, model_default="gpt-4o-mini"):
         endpoint("critic-", "the criticizer", None, "default: as the annotator", "default: as the annotator")
         sub.add_argument("--strategy", choices=["naive", "cot", "devil", "logprob"], default="cot")
     sub.add_argument("--max-concurrency", type=int, default=8)
+    sub.add_argument(
+        "--max-tokens",
+        type=_positive_int,
+        help="tokens an answer may take (default: enough for the longest answer the schema allows); "
+        "an answer cut off is asked again with 4 times as many",
+    )
+    sub.add_argument(
+        "--max-reasoning-chars", type=_positive_int, help="bound on the reasoning of cot and devil answers"
+    )
+    sub.add_argument(
+        "--on-error",
+        choices=["raise", "skip"],
+        default="raise",
+        help="items with no usable LLM answer: exit 3 and retry them on the next run (raise, the default), "
+        "or go on and have people review them first (skip; listed in failures.csv)",
+    )
     sub.add_argument("--price-input", type=float, help="$ per million prompt tokens, for the cost estimate")
     sub.add_argument("--price-output", type=float, help="$ per million completion tokens")
 
@@ -317,6 +340,16 @@ def _selection_options(sub, *, budget_default=None):
 
 def _confidence_option(sub):
     sub.add_argument("--confidence", type=float, default=0.9, help="level of the accuracy interval")
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
 
 
 def _budget(text):

@@ -6,8 +6,11 @@ Layout of a run folder::
                        its configuration, the fingerprints of the files it read, and counts
     items.jsonl        item_id, text, image (an absolute path) per item
     oracle.csv         item_id, gold                              (simulations only)
-    machine.csv        item_id, machine_label, proba:<class>...   (annotate)
-    criticism.csv      item_id, error_proba                       (criticize)
+    machine.csv        item_id, machine_label, proba:<class>...   (annotate; an empty label
+                       and NaN probabilities where the LLM gave no usable answer)
+    criticism.csv      item_id, error_proba                       (criticize; 1 where it failed)
+    failures.csv       item_id, stage, reason                     (items with no usable answer:
+                       with --on-error skip they are reviewed first)
     selection.csv      item_id, inclusion_proba, selected         (select)
     reviews.csv        item_id, human_label, source               (import; only grows)
     model.joblib       the downstream model                       (train)
@@ -34,7 +37,8 @@ step        needs (must be current)          reads           writes
 ==========  ===============================  ==============  ==========================
 annotate    --                               items.jsonl     machine.csv
 criticize   annotate                         machine.csv     criticism.csv
-select      criticize                        criticism.csv   selection.csv
+select      criticize                        criticism.csv,  selection.csv
+                                             failures.csv
 import      select                           selection.csv   reviews.csv
 train       select                           machine.csv,    model.joblib
                                              selection.csv,
@@ -67,6 +71,7 @@ ITEMS = "items.jsonl"
 ORACLE = "oracle.csv"
 MACHINE = "machine.csv"
 CRITICISM = "criticism.csv"
+FAILURES = "failures.csv"
 SELECTION = "selection.csv"
 REVIEWS = "reviews.csv"
 ORACLE_REVIEW = "oracle_review.csv"
@@ -88,7 +93,7 @@ STEP_NEEDS = {
 STEP_READS = {
     "annotate": (ITEMS,),
     "criticize": (MACHINE,),
-    "select": (CRITICISM,),
+    "select": (CRITICISM, FAILURES),
     "import": (SELECTION,),
     "train": (MACHINE, SELECTION, REVIEWS),
     "report": (),
@@ -302,9 +307,9 @@ class RunFolder:
     # -- typed tables ------------------------------------------------------------------
 
     def machine_labels(self):
-        """The annotator's labels (strings), one per item."""
+        """The annotator's labels (strings), one per item; ``""`` where it gave no usable answer."""
         labels = np.array(self._column(MACHINE, "machine_label", "annotate"), dtype=object)
-        unknown = sorted(set(labels) - set(self.classes()))
+        unknown = sorted(set(labels) - set(self.classes()) - {""})
         if unknown:
             raise RunFolderError(f"{self.path / MACHINE} holds labels outside the classes: {unknown[:5]}.")
         return labels
@@ -341,6 +346,20 @@ class RunFolder:
     def selected_ids(self):
         _, selected = self.selection()
         return [item for item, chosen in zip(self.item_ids(), selected) if chosen]
+
+    def failures(self):
+        """Items without a usable LLM answer: item_id -> (stage, reason)."""
+        table = self.read_table(FAILURES)
+        return {i: (s, r) for i, s, r in zip(table.get("item_id", []), table.get("stage", []), table.get("reason", []))}
+
+    def write_failures(self, stage, failures):
+        """Replace the failures of ``stage`` with ``failures`` (item_id -> reason)."""
+        kept = [(i, s, r) for i, (s, r) in self.failures().items() if s != stage]
+        rows = kept + [(i, stage, reason) for i, reason in failures.items()]
+        if not rows and not (self.path / FAILURES).exists():
+            return  # a job without failures has no failures file
+        self.write_table(FAILURES, {"item_id": [r[0] for r in rows], "stage": [r[1] for r in rows],
+                                    "reason": [r[2] for r in rows]})
 
     def gold(self):
         """The gold labels of a simulation (strings), or None."""

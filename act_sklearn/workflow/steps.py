@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._llm_estimator import LLMBatchError, fitted_component
+from .._llm_estimator import LLMBatchError, LLMFailure, fitted_component
 from ..review import (
     collect_reviews,
     label_studio_tasks,
@@ -101,17 +101,33 @@ def annotate(run, annotator, *, force=False):
         False when the step was skipped.
     """
     config = component_config(annotator)
-    if not force and run.is_current("annotate", config):
+    if not force and _done(run, "annotate", config):
         return False
     annotator = fitted_component(annotator, run.classes())
     contents = run.contents()
     annotations = annotator.annotate(contents)
-    if annotations.failures:
-        raise LLMBatchError("annotate requests", annotations.failures, len(contents))
-    labels = annotator.labels_from_index(annotations.label_index)
+    failed = _failures(run, annotator, "annotate", annotations.failures)
+    labels = ["" if bad else str(label) for bad, label in
+              zip(annotations.failed, annotator.labels_from_index(annotations.label_index))]
     run.write_machine_labels(labels, annotations.proba, annotator.classes_)
-    run.finish_step("annotate", config=config, component=describe(annotator), usage=_usage(annotator))
+    run.finish_step(
+        "annotate", config=config, component=describe(annotator), usage=_usage(annotator), failed=failed
+    )
     return True
+
+
+def _done(run, step, config):
+    """Current with the same configuration, and nothing left to retry."""
+    return run.is_current(step, config) and not run.steps()[step].get("failed")
+
+
+def _failures(run, component, stage, failures):
+    """Record a step's items without a usable answer, or raise unless the component skips them."""
+    if failures and getattr(component, "on_error", "raise") != "skip":
+        raise LLMBatchError(f"{stage} requests", failures, len(run.item_ids()))
+    ids = run.item_ids()
+    run.write_failures(stage, {ids[f.index]: f.reason for f in failures})
+    return len(failures)
 
 
 @writes_run_folder
@@ -127,15 +143,20 @@ def criticize(run, criticizer, *, force=False):
     """
     run.require("annotate")
     config = component_config(criticizer)
-    if not force and run.is_current("criticize", config):
+    if not force and _done(run, "criticize", config):
         return False
     criticizer = fitted_component(criticizer, run.classes())
-    contents = run.contents()
-    criticism = criticizer.criticize(contents, run.machine_labels())
-    if criticism.failures:
-        raise LLMBatchError("criticize requests", criticism.failures, len(contents))
-    run.write_error_proba(criticism.error_proba)
-    run.finish_step("criticize", config=config, component=describe(criticizer), usage=_usage(criticizer))
+    contents, labels = run.contents(), run.machine_labels()
+    labelled = np.flatnonzero(labels != "")  # an item with no label has nothing to criticise
+    criticism = criticizer.criticize([contents[i] for i in labelled], labels[labelled])
+    failures = [LLMFailure(int(labelled[f.index]), f.reason) for f in criticism.failures]
+    failed = _failures(run, criticizer, "criticize", failures)
+    error_proba = np.ones(labels.size)  # a failed item is the most suspicious there is
+    error_proba[labelled] = np.nan_to_num(criticism.error_proba, nan=1.0)
+    run.write_error_proba(error_proba)
+    run.finish_step(
+        "criticize", config=config, component=describe(criticizer), usage=_usage(criticizer), failed=failed
+    )
     return True
 
 
@@ -149,7 +170,8 @@ def select(run, *, budget, rule="threshold", explore=DEFAULT_EXPLORE, random_sta
     """
     run.require("criticize")
     sampler = ACTSampler(budget=budget, rule=rule, explore=explore, random_state=random_state)
-    sampler.fit(run.error_proba())
+    failed = set(run.failures())  # reviewed first, within the budget
+    sampler.fit(run.error_proba(), must_review=[item in failed for item in run.item_ids()])
     if run.reviews():
         inclusion_proba, selected = run.selection()
         if not (np.array_equal(selected, sampler.reviewed_) and np.allclose(inclusion_proba, sampler.inclusion_proba_)):
@@ -170,6 +192,7 @@ def review_rows(run, *, pending_only=True):
     machine, error_proba = run.machine_labels(), run.error_proba()
     inclusion_proba, selected = run.selection()
     done = run.reviews() if pending_only else {}
+    failures = run.failures()
     rows = []
     for index, item in enumerate(run.items()):
         if not selected[index] or item["item_id"] in done:
@@ -181,8 +204,11 @@ def review_rows(run, *, pending_only=True):
             error_proba=float(error_proba[index]),
             inclusion_proba=float(inclusion_proba[index]),
         )
+        if failures:
+            stage, reason = failures.get(item["item_id"], ("", ""))
+            row["llm_failure"] = f"{stage}: {reason}" if stage else ""
         rows.append(row)
-    rows.sort(key=lambda row: -row["error_proba"])
+    rows.sort(key=lambda row: (not row.get("llm_failure"), -row["error_proba"]))  # failed items first
     return rows
 
 
@@ -266,8 +292,14 @@ def train(run, estimator=None):
     if not reviews:
         raise RunFolderError(f"{run.path}: no human answers yet; import a review with `act-sklearn import` first.")
     y = np.array([reviews.get(item["item_id"], UNLABELED) for item in items], dtype=object)
+    machine = run.machine_labels()
+    # an item the annotator could not label: a reviewed one's machine term cancels at pi = 1 (its
+    # answer stands in), an unreviewed one has no label to train on
+    machine = np.where(machine == "", y, machine)
+    keep = np.flatnonzero(machine != UNLABELED)
+    inputs = [inputs[i] for i in keep] if isinstance(inputs, list) else inputs[keep]
     model = ACTClassifier(estimator if estimator is not None else default_model(), classes=run.classes())
-    model.fit(inputs, y, machine_labels=run.machine_labels(), inclusion_proba=inclusion_proba)
+    model.fit(inputs, y[keep], machine_labels=machine[keep], inclusion_proba=inclusion_proba[keep])
     joblib.dump(model, run.path / MODEL)
     estimate = model.label_accuracy_
     run.finish_step(
