@@ -1,7 +1,6 @@
 """MLLMAnnotator: labels from a fixed class set, by any OpenAI-compatible (multimodal) LLM."""
 
 import numbers
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +21,7 @@ from .llm.parsing import (
     ParseError,
     find_label_in_text,
     label_distribution,
+    label_value_start,
     match_label,
     message_content,
     parse_json_answer,
@@ -31,12 +31,12 @@ from .llm.prompts import (
     ANNOTATOR_SYSTEM,
     DEFAULT_INSTRUCTIONS,
     annotation_schema,
+    answer_token_budget,
     answer_format,
     format_labels,
     response_format,
 )
 
-_LABEL_VALUE = re.compile(r'"label"\s*:\s*"')
 
 
 @dataclass
@@ -92,9 +92,12 @@ class MLLMAnnotator(ClassifierMixin, TransformerMixin, LLMEstimatorMixin, BaseEs
         moving on when the server rejects a format (HTTP 400).
     temperature : float, default=0.0
     max_tokens : int or None, default=None
-        None means 64 (512 with chain of thought).
+        None means enough for the longest answer the schema allows, with room for
+        a weak model's whitespace padding (:func:`~act_sklearn.llm.prompts.answer_token_budget`).
+        An answer cut off anyway is asked again with 4 times as many.
     top_logprobs : int, default=10
-        Alternatives per token to request (OpenAI allows up to 20).
+        Alternatives per token to request (OpenAI allows up to 20, vLLM its
+        ``--max-logprobs``, llama.cpp more).
     on_error : {"raise", "skip"}, default="raise"
         After the whole batch: raise :class:`LLMBatchError` listing the failed
         items, or warn and go on (``predict`` then gives -1, or None for
@@ -244,7 +247,7 @@ class MLLMAnnotator(ClassifierMixin, TransformerMixin, LLMEstimatorMixin, BaseEs
             confidence=verbalized,
             max_reasoning_chars=self.max_reasoning_chars,
         )
-        max_tokens = self.max_tokens or (512 if self.chain_of_thought else 64)
+        max_tokens = self.max_tokens or answer_token_budget(schema)
         chain = []
         for mode in modes:
             system = ANNOTATOR_SYSTEM.format(
@@ -280,7 +283,8 @@ class MLLMAnnotator(ClassifierMixin, TransformerMixin, LLMEstimatorMixin, BaseEs
         content = message_content(outcome.response)
         finish = outcome.response["choices"][0].get("finish_reason")
         try:
-            answer = parse_json_answer(content, finish)
+            # a cut-off answer whose fields are complete is an answer
+            answer = parse_json_answer(content, finish, required=["label", "confidence"] if want == "verbalized" else ["label"])
         except ParseError:
             if mode != "text":
                 raise
@@ -294,10 +298,9 @@ class MLLMAnnotator(ClassifierMixin, TransformerMixin, LLMEstimatorMixin, BaseEs
             proba[index] = confidence
             return index, proba
         if want == "logprobs":
-            value = _LABEL_VALUE.search(content)
-            start = value.end() if value else content.find(self.label_names_[index])
+            start = label_value_start(content, self.label_names_[index])
             proba = None
-            if start >= 0:
+            if start is not None:
                 proba = label_distribution(outcome.response, content, start, self.label_names_, index)
             return index, proba
         return index, None

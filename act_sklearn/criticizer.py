@@ -28,10 +28,12 @@ from .llm.parsing import (
     ParseError,
     find_label_in_text,
     label_distribution,
+    label_value_start,
     match_label,
     message_content,
     parse_json_answer,
     parse_percent,
+    repeats_example,
 )
 from .llm.prompts import (
     CRITIC_STRATEGIES,
@@ -39,6 +41,7 @@ from .llm.prompts import (
     CRITIC_SYSTEM,
     DEFAULT_INSTRUCTIONS,
     answer_format,
+    answer_token_budget,
     criticism_schema,
     format_labels,
     response_format,
@@ -151,7 +154,9 @@ class MLLMCriticizer(LLMEstimatorMixin, BaseEstimator):
         As for :class:`MLLMAnnotator`.
     temperature : float, default=0.0
     max_tokens : int or None, default=None
-        None means 32 ("naive", "logprob") or 512 ("cot", "devil").
+        None means enough for the longest answer the schema allows, with room for
+        a weak model's whitespace padding (:func:`~act_sklearn.llm.prompts.answer_token_budget`).
+        An answer cut off anyway is asked again with 4 times as many.
     top_logprobs : int, default=10
     on_error : {"raise", "skip"}, default="raise"
         Raise :class:`LLMBatchError` after the batch, or warn and return NaN for
@@ -232,7 +237,7 @@ class MLLMCriticizer(LLMEstimatorMixin, BaseEstimator):
         """Bodies for each output mode; ``content`` (the item, built once) is shared by all."""
         schema = criticism_schema(self.strategy, max_reasoning_chars=self.max_reasoning_chars)
         reasoning = self.strategy in ("cot", "devil")
-        max_tokens = self.max_tokens or (512 if reasoning else 32)
+        max_tokens = self.max_tokens or answer_token_budget(schema)
         alternatives = "unknown (judge the label on its own)"
         if self.classes_ is not None:
             alternatives = format_labels([self._name(c) for c in self.classes_.tolist()])
@@ -270,23 +275,22 @@ class MLLMCriticizer(LLMEstimatorMixin, BaseEstimator):
         finish = outcome.response["choices"][0].get("finish_reason")
         if self.strategy == "logprob":
             try:
-                answer = parse_json_answer(content, finish).get("answer", "")
+                answer = parse_json_answer(content, finish, required=["answer"]).get("answer", "")
             except ParseError:
                 if modes[outcome.alternative] != "text":
                     raise
                 answer = ("yes", "no")[find_label_in_text(content, ["yes", "no"])]
             index = match_label(answer, ["yes", "no"])
-            value = _ANSWER_VALUE.search(content)
-            start = value.end() if value else content.lower().find(("yes", "no")[index])
+            start = label_value_start(content, ("yes", "no")[index], key="answer")
             proba = None
-            if start >= 0:
+            if start is not None:
                 proba = label_distribution(outcome.response, content, start, ["yes", "no"], index)
             return float(proba[0]) if proba is not None else float(index == 0)
         try:
-            answer = parse_json_answer(content, finish)
+            answer = parse_json_answer(content, finish, required=["error_probability"])
         except ParseError:
-            if modes[outcome.alternative] != "text":
-                raise
+            if modes[outcome.alternative] != "text" or repeats_example(content):
+                raise  # an echoed prompt: any number in it came from the prompt
             numbers_found = _NUMBER.findall(content)
             if not numbers_found:
                 raise
@@ -418,5 +422,4 @@ def _criticize(critic, X, labels):
     return Criticism(np.asarray(critic.predict_error_proba(X, labels), dtype=float), [])
 
 
-_ANSWER_VALUE = re.compile(r'"answer"\s*:\s*"')
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")

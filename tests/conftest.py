@@ -91,6 +91,41 @@ def llama_server_url(tmp_path_factory):
         yield url
 
 
+@pytest.fixture(scope="session")
+def gemma_gguf_path():
+    """The Gemma 3 270M GGUF, assembled once into ``~/.cache/act-sklearn/models`` (``$XDG_CACHE_HOME``).
+
+    The chunk packages come with the ``gemma`` extra (pinned); without them, or
+    with another version, the fixture skips, except on CI.
+    """
+    from llama_server import GEMMA_REQUIREMENT, gemma_gguf
+
+    try:
+        return gemma_gguf()
+    # not installed, a chunk package missing, another version than the pinned one
+    except (ModuleNotFoundError, FileNotFoundError, RuntimeError) as error:
+        skip_or_fail(f"{extra_reason('gemma')} ({GEMMA_REQUIREMENT}); {error}")
+
+
+@pytest.fixture(scope="session")
+def gemma_server_url(gemma_gguf_path):
+    """Base URL (``http://127.0.0.1:PORT/v1``) of llama-server running the real Gemma 3 270M.
+
+    For protocol realism (a 262k-token vocabulary, grammars over it, real
+    logprobs, unicode), never quality: the base model labels real tasks at
+    chance.  It serves with the Gemma chat template in ``tests/data``, two
+    slots and one thread.  Skips without the binary (the ``server``
+    extra) or the model (the ``gemma`` extra), except on CI.
+    """
+    from llama_server import find_llama_server, running_gemma_server
+
+    binary = find_llama_server()
+    if binary is None:
+        skip_or_fail(f"{extra_reason('server')} (llama-server not found; nor on PATH)")
+    with running_gemma_server(gemma_gguf_path, binary=binary) as url:
+        yield url
+
+
 @pytest.fixture
 def llama_server_backend(llama_server_url, tmp_path):
     """An LLMBackend on the session's llama-server, with a cache of its own."""

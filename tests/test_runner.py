@@ -17,7 +17,7 @@ def test_a_cut_off_answer_is_asked_again_with_more_tokens_and_then_cached(tmp_pa
         return answer_by_keyword(body)
 
     fake = FakeLLM(answer)
-    annotator = MLLMAnnotator(fake.backend(tmp_path), classes=LABELS, output_mode="json_schema").fit()
+    annotator = MLLMAnnotator(fake.backend(tmp_path), classes=LABELS, output_mode="json_schema", max_tokens=64).fit()
     assert annotator.predict(["a cat", "a dog"]).tolist() == ["cat", "dog"]
     assert sorted(body["max_tokens"] for body in fake.requests) == [64, 64, 256, 256]
     assert annotator.usage_.unusable == 2 and annotator.usage_.failures == 0

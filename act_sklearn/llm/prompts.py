@@ -4,9 +4,15 @@ Every answer is a small JSON object. The same schema is offered three ways, from
 the strictest to the most lenient, so that any OpenAI-compatible server works:
 OpenAI ``json_schema`` structured output, ``json_object`` with a schema
 (llama-cpp-python and others), and plain text read by a strict parser.
+
+The text-mode prompt shows the answer's form with placeholders
+(``{"label": "<one of the labels>"}``), never a real value: a model that
+repeats its prompt then repeats a placeholder, which the parser refuses
+(:data:`EXAMPLE_PLACEHOLDERS`), instead of a label it would take as the answer.
 """
 
 import json
+import math
 
 # Verbalised probabilities are percentages in steps of 5: an enum every server can
 # constrain, unlike numeric ranges, which portable structured output leaves out.
@@ -39,6 +45,24 @@ CRITIC_STRATEGY_TEXT = {
     "logprob": "Is the annotator's label wrong? Answer yes or no.",
 }
 DEFAULT_INSTRUCTIONS = "Classify the item the user sends."
+
+# What the text-mode example shows instead of values. No digits and no label, so
+# that an echoed prompt yields neither a label nor a number.
+LABEL_PLACEHOLDER = "<one of the labels>"
+YES_NO_PLACEHOLDER = "<yes or no>"
+PERCENT_PLACEHOLDER = "<percent>"
+EXAMPLE_PLACEHOLDERS = frozenset({LABEL_PLACEHOLDER, YES_NO_PLACEHOLDER, PERCENT_PLACEHOLDER})
+
+# max_tokens budget (answer_token_budget). llama.cpp's JSON grammar lets a
+# model write up to 22 whitespace characters at each place JSON allows
+# whitespace (its SPACE_RULE is `| " " | "\n"{1,2} [ \t]{0,20}`), one token each
+# at worst.
+WHITESPACE_TOKENS_PER_SLOT = 22
+# Free text (reasoning) is estimated, not bounded: English prose averages about
+# four characters a token; an answer cut off is asked again with more tokens.
+FREE_TEXT_CHARS_PER_TOKEN = 3
+# The length budgeted for a free-text field without maxLength (about 500 tokens).
+DEFAULT_REASONING_CHARS = 1500
 
 
 def string_field(max_chars=None):
@@ -90,21 +114,128 @@ def response_format(mode, name, schema):
 
 
 def answer_format(mode, schema):
-    """The instruction that tells the model how to answer."""
+    """The instruction that tells the model how to answer.
+
+    In text mode it shows the answer's form with placeholders for the values
+    (see the module docstring); the constrained modes need no example.
+
+    Examples
+    --------
+    >>> answer_format("text", annotation_schema(["cat", "dog"])).partition("in the form ")[2]
+    '{"label": "<one of the labels>"}.'
+    """
     fields = ", ".join(f'"{key}"' for key in schema["properties"])
     if mode == "text":
-        example = {key: _example_value(value) for key, value in schema["properties"].items()}
+        form = {key: _placeholder(key, field) for key, field in schema["properties"].items()}
         return (
             f"Answer with a single JSON object with the fields {fields} and nothing else, "
-            f"for example {json.dumps(example)}."
+            f"in the form {json.dumps(form)}."
         )
     return f"Answer in JSON with the fields {fields}."
 
 
-def _example_value(field):
-    if "enum" in field:
-        return field["enum"][0]
-    return "..." if field.get("type") == "string" else 0
+def _placeholder(key, field):
+    if field.get("enum") == ["yes", "no"]:
+        return YES_NO_PLACEHOLDER
+    if "enum" in field and field.get("type") == "string":
+        return LABEL_PLACEHOLDER
+    if field.get("type") in ("integer", "number"):
+        # quoted, so that an echoed prompt still parses and is refused, instead of
+        # falling through to a search for numbers in the echo
+        return PERCENT_PLACEHOLDER
+    return f"<your {key}>"
+
+
+def answer_token_budget(schema, *, reasoning_chars=None, whitespace_tokens=WHITESPACE_TOKENS_PER_SLOT):
+    """``max_tokens`` enough for the longest answer ``schema`` allows.
+
+    Parameters
+    ----------
+    schema : dict
+        An answer schema (:func:`annotation_schema`, :func:`criticism_schema`).
+    reasoning_chars : int or None, default=None
+        Characters to budget for a free-text field without ``maxLength``; None
+        means :data:`DEFAULT_REASONING_CHARS`. A ``maxLength`` in the schema wins.
+    whitespace_tokens : int, default=WHITESPACE_TOKENS_PER_SLOT
+        Whitespace tokens allowed at each place before the last field's value.
+
+    Returns
+    -------
+    max_tokens : int
+
+    Notes
+    -----
+    The budget is the longest compact answer (the longest enum value of each
+    field) counted as one token per UTF-8 byte, which no tokenizer exceeds; free
+    text at :data:`FREE_TEXT_CHARS_PER_TOKEN` characters a token; whitespace at
+    the :math:`4n` places a grammar lets a model pad before the last of
+    :math:`n` fields is complete (before and after ``{``, after each key and
+    colon, after each earlier value and comma); and one token to end. Padding
+    after the last value needs no budget: :func:`~act_sklearn.llm.parsing.parse_json_answer`
+    reads an answer cut off there.
+
+    Examples
+    --------
+    >>> answer_token_budget(annotation_schema(["cat", "dog", "bird"]))
+    106
+    >>> answer_token_budget(annotation_schema(["cat", "dog"]), whitespace_tokens=0)
+    17
+    """
+    properties = schema["properties"]
+    longest = {}
+    free_text_tokens = 0
+    for key, field in properties.items():
+        if "enum" in field:
+            longest[key] = max(field["enum"], key=lambda value: len(_compact(value).encode("utf-8")))
+        elif field.get("type") == "string":
+            longest[key] = ""
+            chars = field.get("maxLength", reasoning_chars or DEFAULT_REASONING_CHARS)
+            free_text_tokens += math.ceil(chars / FREE_TEXT_CHARS_PER_TOKEN)
+        else:
+            raise ValueError(f"no token budget for the field {key!r}: {field}")
+    structure_tokens = len(_compact(longest).encode("utf-8"))
+    return structure_tokens + free_text_tokens + 4 * len(properties) * whitespace_tokens + 1
+
+
+def compact_grammar(schema):
+    r"""A GBNF grammar for the one compact spelling of ``schema``'s answers (llama.cpp).
+
+    llama.cpp's ``grammar`` request field (sent instead of ``response_format``)
+    leaves the model no whitespace to pad: the answer reads exactly as
+    ``json.dumps`` writes it, ``{"label": "cat"}``. Other servers do not know
+    the field: OpenAI answers HTTP 400 ("Unrecognized request argument
+    supplied: grammar") and vLLM ignores it, so send it to llama.cpp only.
+
+    Examples
+    --------
+    >>> print(compact_grammar(annotation_schema(["cat", "dog"])))
+    root ::= "{" "\"label\": " ("\"cat\"" | "\"dog\"") "}"
+    """
+    parts, rules = [], {}
+    for position, (key, field) in enumerate(schema["properties"].items()):
+        parts.append(_gbnf_literal(f"{', ' if position else ''}{_compact(key)}: "))
+        if "enum" in field:
+            parts.append("(" + " | ".join(_gbnf_literal(_compact(value)) for value in field["enum"]) + ")")
+        elif field.get("type") == "string":
+            # a JSON string character: anything but a quote, a backslash or a control
+            # character, or an escape
+            rules["char"] = r'[^"\\\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
+            repeat = f"{{0,{int(field['maxLength'])}}}" if "maxLength" in field else "*"
+            parts.append(r'"\"" char' + repeat + r' "\""')
+        else:
+            raise ValueError(f"no grammar for the field {key!r}: {field}")
+    lines = [f'root ::= "{{" {" ".join(parts)} "}}"']
+    lines += [f"{name} ::= {rule}" for name, rule in rules.items()]
+    return "\n".join(lines)
+
+
+def _compact(value):
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _gbnf_literal(text):
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    return f'"{escaped}"'
 
 
 def format_labels(label_names):
