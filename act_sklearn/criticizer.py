@@ -236,7 +236,6 @@ class MLLMCriticizer(LLMEstimatorMixin, BaseEstimator):
     def _request_chain(self, content, label):
         """Bodies for each output mode; ``content`` (the item, built once) is shared by all."""
         schema = criticism_schema(self.strategy, max_reasoning_chars=self.max_reasoning_chars)
-        reasoning = self.strategy in ("cot", "devil")
         max_tokens = self.max_tokens or answer_token_budget(schema)
         alternatives = "unknown (judge the label on its own)"
         if self.classes_ is not None:

@@ -121,6 +121,7 @@ class RunFolder:
     def __init__(self, path):
         self.path = Path(path)
         self._lock_depth = 0
+        self._items = None  # items.jsonl never changes once written: read it once
 
     # -- the lock ----------------------------------------------------------------
 
@@ -204,6 +205,7 @@ class RunFolder:
                     )
                 return self
             self._write_lines(ITEMS, (json.dumps(row, ensure_ascii=False) for row in content))
+            self._items = None
             if any(item.get("gold") not in (None, "") for item in items):
                 self.write_table(ORACLE, {"item_id": ids, "gold": [item.get("gold") for item in items]})
             self.write_manifest(dict(version=2, created=_now(), classes=classes, settings=settings, steps={}))
@@ -281,12 +283,14 @@ class RunFolder:
     # -- items -------------------------------------------------------------------------
 
     def items(self):
-        """The items as dicts with ``item_id``, ``text`` and ``image`` (a path or None)."""
-        if not (self.path / ITEMS).exists():
-            self.manifest()  # the clearer error when the folder is not a run folder
-            raise RunFolderError(f"{self.path} has no {ITEMS}; start again with `act-sklearn annotate`.")
-        with open(self.path / ITEMS, encoding="utf-8") as file:
-            return [json.loads(line) for line in file if line.strip()]
+        """The items as dicts with ``item_id``, ``text`` and ``image`` (a path or None); do not modify them."""
+        if self._items is None:
+            if not (self.path / ITEMS).exists():
+                self.manifest()  # the clearer error when the folder is not a run folder
+                raise RunFolderError(f"{self.path} has no {ITEMS}; start again with `act-sklearn annotate`.")
+            with open(self.path / ITEMS, encoding="utf-8") as file:
+                self._items = [json.loads(line) for line in file if line.strip()]
+        return list(self._items)
 
     def item_ids(self):
         return [item["item_id"] for item in self.items()]
