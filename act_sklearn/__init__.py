@@ -8,7 +8,7 @@ from ._llm_estimator import LLMBatchError, LLMFailure, LLMFailureWarning
 from .annotator import MLLMAnnotator
 from .classifier import ACTClassifier
 from .criticizer import ClassifierCriticizer, CriticizerEnsemble, MLLMCriticizer
-from .llm import Item, LLMBackend, UsageLedger
+from .llm import Item, LLMBackend, ServerWarning, UsageLedger
 from .models.linear import ACTLogisticRegression
 from .sampler import ACTSampler
 from .stats.inference import LabelAccuracyEstimate
@@ -31,6 +31,7 @@ __all__ = [
     "LabelAccuracyEstimate",
     "MLLMAnnotator",
     "MLLMCriticizer",
+    "ServerWarning",
     "UsageLedger",
     "ZeroShotAnnotator",
     "ZeroShotCriticizer",

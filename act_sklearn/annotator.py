@@ -105,7 +105,10 @@ class MLLMAnnotator(ClassifierMixin, TransformerMixin, LLMEstimatorMixin, BaseEs
     progress : bool, default=False
         Show a progress bar on terminals.
     random_state : int, RandomState or None, default=None
-        Picks the few-shot examples and seeds the sampling requests.
+        Picks the few-shot examples and seeds the sampling requests. None
+        means fixed choices (as 0 would for the examples; the seeds 0 to
+        ``n_samples - 1``), not fresh ones: requests that change from run to
+        run would never be served from the cache.
 
     Attributes
     ----------
@@ -221,7 +224,7 @@ class MLLMAnnotator(ClassifierMixin, TransformerMixin, LLMEstimatorMixin, BaseEs
                 f"y holds labels outside classes {self.classes_.tolist()}: "
                 f"{np.unique(y[unknown]).tolist()[:5]}."
             )
-        rng = check_random_state(self.random_state)
+        rng = check_random_state(0 if self.random_state is None else self.random_state)  # see random_state
         chosen = rng.permutation(len(items))[: self.n_few_shot]
         return [(items[i], y[i].item() if hasattr(y[i], "item") else y[i]) for i in chosen]
 
@@ -321,21 +324,17 @@ class MLLMAnnotator(ClassifierMixin, TransformerMixin, LLMEstimatorMixin, BaseEs
         annotations : Annotations
         """
         check_is_fitted(self)
-        conversations = self._conversations(iter_items(X))
-        n_items, n_classes = len(conversations), len(self.label_names_)
+        items = iter_items(X)
+        n_items, n_classes = len(items), len(self.label_names_)
         label_index = np.full(n_items, -1)
         proba = np.full((n_items, n_classes), np.nan)
         reasons = {}
         if self.probability == "sampling":
-            self._annotate_by_sampling(conversations, label_index, proba, reasons)
+            self._annotate_by_sampling(items, label_index, proba, reasons)
         else:
+            conversations = self._conversations(items)
             want = "verbalized" if self.probability == "verbalized" else "logprobs"
-            modes = self._modes()
-            requests = [
-                self._request_chain(conversation, modes, verbalized=want == "verbalized")
-                for conversation in conversations
-            ]
-            outcomes = self._send(requests, "Annotating", read=lambda o: self._read_answer(o, want, modes))
+            outcomes, modes = self._first_round(conversations, want)
             missing = self._fill(outcomes, want, modes, label_index, proba, reasons)
             if missing and self.probability == "auto":
                 # start from the output mode the server accepted in the first round
@@ -359,6 +358,75 @@ class MLLMAnnotator(ClassifierMixin, TransformerMixin, LLMEstimatorMixin, BaseEs
         proba[label_index < 0] = np.nan
         return Annotations(label_index, proba, failures)
 
+    def _first_round(self, conversations, want):
+        """(outcomes, modes) of every item's first request: with logprobs, or for a verbalized confidence."""
+        modes = self._modes()
+        requests = [
+            self._request_chain(conversation, modes, verbalized=want == "verbalized") for conversation in conversations
+        ]
+        outcomes = self._send(requests, "Annotating", read=lambda o: self._read_answer(o, want, modes))
+        return outcomes, modes
+
+    def answer_outcomes(self, X):
+        """The response to every item's first request (the one ``predict`` and ``predict_proba`` start from).
+
+        For criticizers that read the annotator's own answers (``MLLMCriticizer``
+        strategy ``"perplexity"``): the requests are the same as
+        :meth:`annotate`'s, so after it they are served from the cache.
+
+        Returns
+        -------
+        outcomes : list of Outcome
+            ``outcome.response`` is the response dict (None for a failed item,
+            with ``outcome.error`` saying why).
+        read_label : callable
+            ``read_label(outcome)`` is the index of the answered class (in
+            ``classes_``), or raises ``ParseError``.
+        """
+        check_is_fitted(self)
+        if self.probability not in ("auto", "logprobs"):
+            raise ValueError(
+                f"the annotator's probability={self.probability!r} asks for no token logprobs: its answers "
+                "cannot be read for them (use probability='auto' or 'logprobs')."
+            )
+        outcomes, modes = self._first_round(self._conversations(iter_items(X)), "logprobs")
+        return outcomes, lambda outcome: self._read_answer(outcome, "label", modes)[0]
+
+    def sample_labels(self, X):
+        """Class indices of ``n_samples`` answers per item at temperature 1 (self-consistency).
+
+        The samples are seeded (see ``random_state``), so asking again is served
+        from the cache.
+
+        Returns
+        -------
+        label_index : ndarray of shape (n_items, n_samples)
+            -1 for an answer with no usable label.
+        reasons : dict
+            Item position -> why its first failed answer failed.
+        """
+        check_is_fitted(self)
+        conversations = self._conversations(iter_items(X))
+        seeds = self._sample_seeds()
+        modes = self._modes()
+        requests = [self._request_chain(c, modes, seed=s) for c in conversations for s in seeds]
+        outcomes = self._send(requests, "Annotating (sampling)", read=lambda o: self._read_answer(o, "label", modes))
+        label_index = np.full((len(conversations), len(seeds)), -1)
+        reasons = {}
+        for position, outcome in enumerate(outcomes):
+            item, sample = divmod(position, len(seeds))
+            try:
+                label_index[item, sample] = self._read_answer(outcome, "label", modes)[0]
+            except ParseError as exc:
+                reasons.setdefault(item, str(exc))
+        return label_index, reasons
+
+    def _sample_seeds(self):
+        if self.random_state is None:
+            # fixed seeds, not fresh ones: a rerun must find its answers in the cache
+            return np.arange(self.n_samples)
+        return check_random_state(self.random_state).randint(0, 2**31 - 1, size=self.n_samples)
+
     def _fill(self, outcomes, want, modes, label_index, proba, reasons, positions=None):
         """Write answers in place; return the positions still lacking probabilities."""
         positions = range(len(outcomes)) if positions is None else positions
@@ -377,22 +445,13 @@ class MLLMAnnotator(ClassifierMixin, TransformerMixin, LLMEstimatorMixin, BaseEs
                 proba[i] = item_proba
         return missing
 
-    def _annotate_by_sampling(self, conversations, label_index, proba, reasons):
-        rng = check_random_state(self.random_state)
-        seeds = rng.randint(0, 2**31 - 1, size=self.n_samples)
-        modes = self._modes()
-        requests = [self._request_chain(c, modes, seed=s) for c in conversations for s in seeds]
-        outcomes = self._send(requests, "Annotating (sampling)", read=lambda o: self._read_answer(o, "label", modes))
+    def _annotate_by_sampling(self, items, label_index, proba, reasons):
+        samples, sample_reasons = self.sample_labels(items)
         n_classes = len(self.label_names_)
-        for i in range(len(conversations)):
-            votes, errors = np.zeros(n_classes), []
-            for outcome in outcomes[i * self.n_samples : (i + 1) * self.n_samples]:
-                try:
-                    votes[self._read_answer(outcome, "label", modes)[0]] += 1
-                except ParseError as exc:
-                    errors.append(str(exc))
+        for i, answered in enumerate(samples):
+            votes = np.bincount(answered[answered >= 0], minlength=n_classes)
             if votes.sum() == 0:
-                reasons[i] = f"no usable answer in {self.n_samples} samples: {errors[0]}"
+                reasons[i] = f"no usable answer in {self.n_samples} samples: {sample_reasons[i]}"
                 continue
             label_index[i] = int(np.argmax(votes))
             proba[i] = votes / votes.sum()

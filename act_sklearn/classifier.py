@@ -26,6 +26,7 @@ from ._llm_estimator import (
     LLMFailureWarning,
     fitted_component,
 )
+from .criticizer import reading_annotator
 from .llm import UsageLedger
 from .models.linear import ACTLogisticRegression
 from .sampler import ACTSampler
@@ -259,6 +260,7 @@ class ACTClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             )
 
         self.failures_, self.usage_ = [], UsageLedger()
+        self.__dict__.pop("annotator_", None)  # set again only when this fit annotates
         machine_labels = self._machine_labels(X, machine_labels, n_samples)
         if (
             machine_labels is not None
@@ -370,6 +372,8 @@ class ACTClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
 
     def _criticize(self, X, machine_labels):
         criticizer = fitted_component(self.criticizer, self.classes)
+        # "perplexity" and "consistency" read this fit's annotator, not one of their own
+        criticizer = reading_annotator(criticizer, getattr(self, "annotator_", None))
         self.criticizer_ = criticizer
         if not hasattr(criticizer, "criticize"):
             return criticizer.predict_error_proba(X, machine_labels)

@@ -7,7 +7,9 @@ criticism with a model other than the annotator); :class:`MLLMCriticizer` asks a
 LLM; :class:`CriticizerEnsemble` averages several.
 """
 
+import copy
 import json
+import numbers
 import re
 from dataclasses import dataclass
 
@@ -15,7 +17,8 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from ._sklearn_compat import HasMethods, StrOptions, _fit_context
+from ._sklearn_compat import HasMethods, Interval, StrOptions, _fit_context
+from .annotator import MLLMAnnotator
 from ._llm_estimator import (
     LLM_PARAMETER_CONSTRAINTS,
     LLMEstimatorMixin,
@@ -34,9 +37,13 @@ from .llm.parsing import (
     parse_json_answer,
     parse_percent,
     repeats_example,
+    value_logprobs,
+    value_span,
 )
 from .llm.prompts import (
+    ANNOTATOR_STRATEGIES,
     CRITIC_STRATEGIES,
+    MC_GRADES,
     CRITIC_STRATEGY_TEXT,
     CRITIC_SYSTEM,
     DEFAULT_INSTRUCTIONS,
@@ -135,13 +142,34 @@ class MLLMCriticizer(LLMEstimatorMixin, BaseEstimator):
     ----------
     backend : LLMBackend or None, default=None
         None means ``LLMBackend()``.
-    strategy : {"naive", "cot", "devil", "logprob"}, default="cot"
-        ``"naive"``: the model states the probability (in percent) that the label
-        is wrong. ``"cot"``: it reasons first. ``"devil"``: it argues that the
-        label is wrong, then weighs the argument. ``"logprob"``: it answers "is
-        the label wrong?" yes or no, and the probability is P(yes) from the
-        token log-probabilities renormalised over yes/no (a response without
-        logprobs gives 1 or 0).
+    strategy : {"naive", "cot", "devil", "logprob", "mc", "perplexity", "consistency"}, default="cot"
+        The critic is asked about the label in the first five:
+
+        - ``"naive"``: the model states the probability (in percent) that the
+          label is wrong;
+        - ``"cot"``: it reasons first;
+        - ``"devil"``: it argues that the label is wrong, then weighs the argument;
+        - ``"logprob"``: it answers "is the label wrong?" yes or no, and the
+          probability is P(yes) from the token log-probabilities renormalised
+          over yes/no (a response without logprobs gives 1 or 0);
+        - ``"mc"``: it grades the label on five options, from "almost certainly
+          right" to "almost certainly wrong", mapped to the middles of their
+          ranges (:data:`~act_sklearn.llm.prompts.MC_GRADES`: 0.05, 0.25, 0.5,
+          0.75, 0.95).
+
+        The last two repeat the annotator's own requests (see ``annotator``):
+
+        - ``"perplexity"``: white-box, from the token logprobs of the
+          annotator's answer, no request of its own (the annotation's requests
+          are served from the cache): ``1 - exp(mean logprob)`` of the tokens
+          that write the answer's values (the label, and the reasoning of a
+          chain-of-thought annotator), that is ``1 - 1/perplexity``. A label
+          other than the one the annotator answered gets ``1 - P(label)`` from
+          the answer's top logprobs. Needs a server that returns logprobs.
+        - ``"consistency"``: ``n_samples`` answers of the annotator at
+          temperature 1 (seeded, so cached); the error probability is the
+          share of usable answers that disagree with the label (Cleanlab TLM's
+          "observed consistency").
     classes : array-like or None, default=None
         The label set, shown to the model as the alternatives.
     label_names : dict or None, default=None
@@ -162,6 +190,21 @@ class MLLMCriticizer(LLMEstimatorMixin, BaseEstimator):
         Raise :class:`LLMBatchError` after the batch, or warn and return NaN for
         the failed items.
     progress : bool, default=False
+    annotator : MLLMAnnotator or None, default=None
+        The annotator whose requests ``"perplexity"`` and ``"consistency"``
+        repeat. None means one built from this criticizer's backend and
+        settings (classes, label names, instructions, output mode, temperature,
+        max tokens, top logprobs): the annotator's requests exactly when those
+        are the annotator's. :class:`ACTClassifier` fills it in with its own
+        annotator when the criticizer's backend is None or the annotator's;
+        another backend makes it a cross-criticism (another model's
+        perplexity or consistency). Unused by the other strategies.
+    n_samples : int, default=5
+        Answers per item for ``"consistency"``.
+    random_state : int, RandomState or None, default=None
+        Seeds the ``"consistency"`` samples; None means the seeds 0 to
+        ``n_samples - 1`` (as for :class:`MLLMAnnotator`), so that a rerun is
+        served from the cache.
 
     Attributes
     ----------
@@ -182,6 +225,9 @@ class MLLMCriticizer(LLMEstimatorMixin, BaseEstimator):
     _parameter_constraints = {
         **LLM_PARAMETER_CONSTRAINTS,
         "strategy": [StrOptions(set(CRITIC_STRATEGIES))],
+        "annotator": [HasMethods(["answer_outcomes", "sample_labels"]), None],
+        "n_samples": [Interval(numbers.Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
     }
 
     def __init__(
@@ -199,6 +245,9 @@ class MLLMCriticizer(LLMEstimatorMixin, BaseEstimator):
         top_logprobs=10,
         on_error="raise",
         progress=False,
+        annotator=None,
+        n_samples=5,
+        random_state=None,
     ):
         self.backend = backend
         self.strategy = strategy
@@ -212,6 +261,9 @@ class MLLMCriticizer(LLMEstimatorMixin, BaseEstimator):
         self.top_logprobs = top_logprobs
         self.on_error = on_error
         self.progress = progress
+        self.annotator = annotator
+        self.n_samples = n_samples
+        self.random_state = random_state
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X=None, y=None):
@@ -285,6 +337,8 @@ class MLLMCriticizer(LLMEstimatorMixin, BaseEstimator):
             if start is not None:
                 proba = label_distribution(outcome.response, content, start, ["yes", "no"], index)
             return float(proba[0]) if proba is not None else float(index == 0)
+        if self.strategy == "mc":
+            return _read_grade(content, finish, text_mode=modes[outcome.alternative] == "text")
         try:
             answer = parse_json_answer(content, finish, required=["error_probability"])
         except ParseError:
@@ -319,20 +373,65 @@ class MLLMCriticizer(LLMEstimatorMixin, BaseEstimator):
                 f"X has {len(items)} items but labels has {labels.shape[0]}; pass one proposed "
                 "label per item."
             )
+        if self.strategy in ANNOTATOR_STRATEGIES:
+            return self._criticize_with_annotator(items, labels)
         # each item's content is built (its images encoded) once, for all its output modes
         requests = [
             self._request_chain(user_content(item), label)
             for item, label in zip(items, labels.tolist())
         ]
         outcomes = self._send(requests, f"Criticizing ({self.strategy})", read=self._read_error_proba)
-        error_proba = np.full(len(items), np.nan)
-        failures = []
-        for i, outcome in enumerate(outcomes):
-            try:
-                error_proba[i] = self._read_error_proba(outcome)
-            except ParseError as exc:
-                failures.append(LLMFailure(i, str(exc)))
-        return Criticism(error_proba, failures)
+        return _criticism(outcomes, lambda i, outcome: self._read_error_proba(outcome))
+
+    # -- the strategies that repeat the annotator's requests ---------------------
+
+    def _annotator_to_repeat(self):
+        """A fitted annotator whose requests these strategies repeat, counting into this ledger."""
+        if self.annotator is not None:
+            annotator = fitted_component(self.annotator, classes=self.classes_)
+        elif self.classes_ is None:
+            raise ValueError(
+                f"strategy={self.strategy!r} repeats the annotator's requests, which list the labels: "
+                "pass classes=[...] (or fit(y=...)), or annotator=."
+            )
+        else:
+            annotator = MLLMAnnotator(
+                self.backend,
+                classes=self.classes_,
+                label_names=self.label_names,
+                instructions=self.instructions,
+                output_mode=self.output_mode,
+                temperature=self.temperature,
+                max_tokens=self.max_tokens,
+                top_logprobs=self.top_logprobs,
+                n_samples=self.n_samples,
+                random_state=self.random_state,
+            ).fit()
+        annotator = copy.copy(annotator)  # the caller's annotator keeps its own ledger and settings
+        annotator.usage_, annotator.progress = self.usage_, self.progress
+        if self.annotator is not None:
+            annotator.n_samples, annotator.random_state = self.n_samples, self.random_state
+        return annotator
+
+    def _criticize_with_annotator(self, items, labels):
+        annotator = self._annotator_to_repeat()
+        column = {label: i for i, label in enumerate(annotator.classes_.tolist())}
+        label_index = np.array([column.get(label, -1) for label in labels.tolist()])
+        if self.strategy == "consistency":
+            samples, reasons = annotator.sample_labels(items)
+            error_proba, failures = np.full(len(items), np.nan), []
+            for i, answered in enumerate(samples):
+                usable = answered[answered >= 0]
+                if usable.size:
+                    error_proba[i] = np.mean(usable != label_index[i])
+                else:
+                    failures.append(LLMFailure(i, f"no usable answer in {answered.size} samples: {reasons[i]}"))
+            return Criticism(error_proba, failures)
+        outcomes, read_label = annotator.answer_outcomes(items)
+        names = annotator.label_names_
+        return _criticism(
+            outcomes, lambda i, outcome: _perplexity_error(outcome, read_label(outcome), label_index[i], names)
+        )
 
     def predict_error_proba(self, X, labels):
         """Probability that each proposed label is wrong (NaN for failed items with on_error='skip').
@@ -373,6 +472,8 @@ class CriticizerEnsemble(BaseEstimator):
     ----------
     criticizers_ : list
         The fitted members.
+    usage_ : UsageLedger
+        The members' LLM usage, added up.
     """
 
     def __init__(self, criticizers):
@@ -401,10 +502,101 @@ class CriticizerEnsemble(BaseEstimator):
                 failures.setdefault(failure.index, failure)
         return Criticism(error_proba, [failures[i] for i in sorted(failures)])
 
+    @property
+    def usage_(self):
+        """The members' LLM usage, added up (a fresh ledger each time it is read)."""
+        total = UsageLedger()
+        for critic in self.criticizers_:
+            if getattr(critic, "usage_", None) is not None:
+                total.add(critic.usage_)
+        return total
+
     def predict_error_proba(self, X, labels):
         """Mean of the members' error probabilities."""
         check_is_fitted(self)
         return np.mean([c.predict_error_proba(X, labels) for c in self.criticizers_], axis=0)
+
+
+def reading_annotator(criticizer, annotator):
+    """``criticizer`` with its ``"perplexity"`` and ``"consistency"`` parts repeating ``annotator``'s requests.
+
+    A part that names no annotator of its own and whose backend is None or the
+    annotator's gets ``annotator`` (a copy is changed, never the caller's
+    object); members of a :class:`CriticizerEnsemble` too. Anything else is
+    returned as it is.
+    """
+    if not isinstance(annotator, MLLMAnnotator):
+        return criticizer
+    if isinstance(criticizer, CriticizerEnsemble) and hasattr(criticizer, "criticizers_"):
+        members = [reading_annotator(member, annotator) for member in criticizer.criticizers_]
+        if any(new is not old for new, old in zip(members, criticizer.criticizers_)):
+            criticizer = copy.copy(criticizer)
+            criticizer.criticizers_ = members
+        return criticizer
+    if (
+        isinstance(criticizer, MLLMCriticizer)
+        and criticizer.strategy in ANNOTATOR_STRATEGIES
+        and criticizer.annotator is None
+        and criticizer.backend in (None, annotator.backend)
+    ):
+        criticizer = copy.copy(criticizer)
+        criticizer.annotator = annotator
+    return criticizer
+
+
+def _criticism(outcomes, read):
+    """Error probabilities ``read(position, outcome)``, NaN and a failure where it raises ParseError."""
+    error_proba = np.full(len(outcomes), np.nan)
+    failures = []
+    for i, outcome in enumerate(outcomes):
+        try:
+            error_proba[i] = read(i, outcome)
+        except ParseError as exc:
+            failures.append(LLMFailure(i, str(exc)))
+    return Criticism(error_proba, failures)
+
+
+def _read_grade(content, finish, *, text_mode):
+    """The error probability of an ``mc`` answer's grade."""
+    try:
+        option = parse_json_answer(content, finish, required=["option"]).get("option")
+    except ParseError:
+        # a plain-text answer is read only when it is the letter alone ("B", "(B)", "B."): a
+        # letter inside prose could be any word's
+        bare = re.fullmatch(r"\s*\(?([A-Ea-e])\)?[.)]?\s*", content) if text_mode else None
+        if bare is None:
+            raise
+        option = bare.group(1)
+    if option is None:
+        raise ParseError(f"the answer has no 'option' field: {content[:200]!r}")
+    if repeats_example(str(option)):
+        raise ParseError(f"the answer repeats the prompt's example instead of answering: {content[:200]!r}")
+    letters = list(MC_GRADES)
+    return MC_GRADES[letters[match_label(option, letters)]][1]
+
+
+def _perplexity_error(outcome, answered, label, names):
+    """``1 - exp(mean logprob)`` of the answer's values when it answered ``label``, else ``1 - P(label)``."""
+    response = outcome.response
+    content = message_content(response)
+    if not (response["choices"][0].get("logprobs") or {}).get("content"):
+        raise ParseError(
+            "the annotator's answer has no token logprobs: strategy='perplexity' needs a server that "
+            "returns them (another strategy works without)"
+        )
+    if label < 0:
+        return 1.0  # a label outside the annotator's classes: it could not have answered it
+    if answered != label:
+        start = label_value_start(content, names[answered])
+        proba = None if start is None else label_distribution(response, content, start, names, answered)
+        if proba is None:
+            raise ParseError(f"the answer's logprobs do not spell its label: {content[:200]!r}")
+        return float(1.0 - proba[label])
+    spans = [value_span(content, "label", label=names[answered]), value_span(content, "reasoning")]
+    logprobs = value_logprobs(response, content, [span for span in spans if span is not None])
+    if logprobs is None:
+        raise ParseError(f"the answer's logprobs do not spell it: {content[:200]!r}")
+    return float(np.clip(1.0 - np.exp(np.mean(logprobs)), 0.0, 1.0))
 
 
 @dataclass

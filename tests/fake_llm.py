@@ -80,6 +80,8 @@ def answer_by_keyword(body):
         start = content.index('": "') + 4
         alternatives = {"y": -0.5 if "wrong" in text else -1.5, "n": -1.5 if "wrong" in text else -0.5}
         return completion(content, logprobs=logprob_tokens(content, start, alternatives))
+    if enum_of(body, "option"):  # strategy "mc": the grades A (right) to E (wrong)
+        return completion(json.dumps({"option": "E" if "wrong" in text else "A"}))
     if enum_of(body, "error_probability"):
         fields = {**_reasoning_fields(body), "error_probability": 80 if "wrong" in text else 10}
         return completion(json.dumps(fields))
@@ -94,6 +96,13 @@ def _reasoning_fields(body):
 
 def _keyword_answer(body, n):
     return answer_by_keyword(body)
+
+
+def not_a_chat_completion(request):
+    """404 for anything but a chat completion (the runner's server probes), else None."""
+    if request.method == "POST" and request.url.path.endswith("/chat/completions"):
+        return None
+    return httpx2.Response(404, json={"error": {"message": f"no route for {request.url.path}"}})
 
 
 class FakeLLM:
@@ -111,6 +120,8 @@ class FakeLLM:
         self.lock = threading.Lock()
 
     def __call__(self, request):
+        if not_chat := not_a_chat_completion(request):
+            return not_chat
         body = json.loads(request.content)
         with self.lock:
             self.requests.append(body)

@@ -9,7 +9,7 @@ import httpx2
 import numpy as np
 import pytest
 from conftest import require_extra
-from fake_llm import FakeLLM, answer_by_keyword, completion, enum_of, user_text
+from fake_llm import FakeLLM, answer_by_keyword, completion, enum_of, not_a_chat_completion, user_text
 from PIL import Image
 from sklearn.base import clone
 
@@ -180,6 +180,8 @@ def _async_handler(fake):
     """A MockTransport handler that awaits coroutine answers (to simulate slow servers)."""
 
     async def handler(request):
+        if not_chat := not_a_chat_completion(request):
+            return not_chat
         body = json.loads(request.content)
         with fake.lock:
             fake.requests.append(body)

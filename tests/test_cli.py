@@ -3,6 +3,7 @@
 import csv
 import json
 
+import numpy as np
 import pytest
 from conftest import require_extra
 
@@ -115,6 +116,32 @@ def _check_every_file(run, *, n_items, n_reviewed):
     facts = json.loads((run / "report.json").read_text())
     assert facts["n_items"] == n_items and facts["human_labels"] == n_reviewed and facts["pending_reviews"] == 0
     assert facts["plots"] == ["aqg.png", "calibration.png"]
+
+
+def test_the_strategies_that_repeat_the_annotator_through_the_command(llama_server_url, items_file, tmp_path, capsys):
+    """perplexity sends nothing the annotate step has not; consistency pays for its samples once; mc asks."""
+    run = tmp_path / "run"
+    llm = ["--base-url", llama_server_url, "--model", "tiny", "--max-concurrency", "4"]
+    assert main(["run", "--run", str(run), "--input", str(items_file), "--classes", ",".join(CLASSES),
+                 "--id-column", "id", "--text-column", "review", "--label-column", "gold", "--budget", "8",
+                 "--strategy", "perplexity", *llm]) == EXIT_OK
+    steps = RunFolder(run).manifest()["steps"]
+    assert steps["annotate"]["usage"]["requests"] == 24
+    assert steps["criticize"]["usage"]["requests"] == 0 and steps["criticize"]["usage"]["cache_hits"] == 24
+
+    def criticize(*options):
+        assert main(["criticize", "--run", str(run), *options, *llm]) == EXIT_OK
+        usage = RunFolder(run).manifest()["steps"]["criticize"]["usage"]
+        error_proba = RunFolder(run).error_proba()
+        assert error_proba.shape == (24,) and ((0 <= error_proba) & (error_proba <= 1)).all()
+        return usage, error_proba
+
+    usage, consistency = criticize("--strategy", "consistency", "--samples", "3")
+    assert usage["requests"] == 24 * 3 and set(np.round(consistency * 3, 6)) <= {0, 1, 2, 3}
+    usage, error_proba = criticize("--strategy", "mc")
+    assert usage["requests"] == 24 and set(error_proba) <= {0.05, 0.25, 0.5, 0.75, 0.95}
+    usage, again = criticize("--strategy", "consistency", "--samples", "3")
+    assert usage["requests"] == 0 and (again == consistency).all()  # seeded samples: from the cache
 
 
 def test_bad_input_exits_2_with_the_file_and_the_fix(items_file, tmp_path, capsys):

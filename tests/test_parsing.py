@@ -25,7 +25,7 @@ from act_sklearn.llm.parsing import (
 )
 from act_sklearn.llm.prompts import (
     ANNOTATOR_SYSTEM,
-    CRITIC_STRATEGIES,
+    ASKING_STRATEGIES,
     CRITIC_SYSTEM,
     CRITIC_STRATEGY_TEXT,
     DEFAULT_INSTRUCTIONS,
@@ -161,7 +161,7 @@ def _critic_prompt(strategy, label="Hillary Clinton"):
     [
         annotation_schema(SPEAKERS),
         annotation_schema(SPEAKERS, reasoning=True, confidence=True),
-        *(criticism_schema(strategy) for strategy in CRITIC_STRATEGIES),
+        *(criticism_schema(strategy) for strategy in ASKING_STRATEGIES),
     ],
 )
 def test_the_text_mode_example_holds_placeholders_only(schema):
@@ -192,6 +192,15 @@ def test_an_echoed_critic_prompt_gives_no_probability(strategy):
     answer = parse_json_answer(echo, "length")
     with pytest.raises(ParseError, match="repeats the prompt's example"):
         parse_percent(answer["error_probability"])
+
+
+def test_an_echoed_multiple_choice_prompt_gives_no_grade(tmp_path):
+    echo = _critic_prompt("mc") + "\n\nIt takes a village."
+    fake = FakeLLM(lambda body, n: echo)
+    critic = MLLMCriticizer(fake.backend(tmp_path), strategy="mc", classes=SPEAKERS, output_mode="text",
+                            on_error="skip").fit()
+    (failure,) = critic.criticize(["a speech"], ["Hillary Clinton"]).failures
+    assert "repeats the prompt's example" in failure.reason
 
 
 def test_an_echoed_yes_no_prompt_gives_no_answer():

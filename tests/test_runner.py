@@ -1,5 +1,8 @@
 """The request runner: an HTTP 200 is an answer only when it can be read; only answers are cached."""
 
+import json
+
+import httpx2
 import pytest
 from fake_llm import FakeLLM, answer_by_keyword, completion, user_text
 
@@ -80,3 +83,42 @@ def test_without_a_check_every_http_200_is_an_answer(tmp_path):
     backend = fake.backend(tmp_path)
     outcomes = run_requests(backend, [{"messages": [{"role": "user", "content": "x"}], "max_tokens": 8}])
     assert outcomes[0].ok and len(fake.requests) == 1
+
+
+def _looping_reasoning(body, n):
+    """A weak model that repeats itself in its reasoning until max_tokens runs out, unless the grammar bounds it."""
+    schema = body["response_format"]["json_schema"]["schema"]
+    bound = schema["properties"]["reasoning"].get("maxLength")
+    if bound is None:
+        return completion('{"reasoning": "' + "16-bit " * 400, finish_reason="length")
+    reasoning = ("16-bit " * 400)[:bound]
+    return completion(json.dumps({"reasoning": reasoning, "error_probability": 30}))
+
+
+def test_reasoning_looping_until_cut_off_is_asked_again_with_a_bound(tmp_path):
+    fake = FakeLLM(_looping_reasoning)
+    critic = MLLMCriticizer(fake.backend(tmp_path), strategy="cot", classes=LABELS, output_mode="json_schema").fit()
+    assert critic.predict_error_proba(["a cat"], ["cat"]).tolist() == [0.3]
+    first, again = fake.requests
+    assert "maxLength" not in first["response_format"]["json_schema"]["schema"]["properties"]["reasoning"]
+    assert again["response_format"]["json_schema"]["schema"]["properties"]["reasoning"]["maxLength"] == 1500
+    assert again["max_tokens"] == 4 * first["max_tokens"]
+    assert critic.usage_.unusable == 1
+    # the bounded answer is the cached one: asking again sends nothing
+    assert critic.predict_error_proba(["a cat"], ["cat"]).tolist() == [0.3] and len(fake.requests) == 2
+
+
+def test_a_server_that_refuses_the_bound_gets_more_tokens_instead(tmp_path):
+    def answer(body, n):
+        if "maxLength" in json.dumps(body["response_format"]):
+            return httpx2.Response(400, json={"error": {"message": "Invalid schema: 'maxLength' is not permitted."}})
+        if body["max_tokens"] < 1000:
+            return completion('{"reasoning": "' + "16-bit " * 100, finish_reason="length")
+        return completion(json.dumps({"reasoning": "short", "error_probability": 30}))
+
+    fake = FakeLLM(answer)
+    critic = MLLMCriticizer(fake.backend(tmp_path), strategy="cot", classes=LABELS).fit()
+    assert critic.predict_error_proba(["a cat", "a dog"], ["cat", "dog"]).tolist() == [0.3, 0.3]
+    # each item: cut off, bound refused, more tokens; json_schema stays the format for every item
+    assert len(fake.requests) == 6
+    assert all(body["response_format"]["type"] == "json_schema" for body in fake.requests)

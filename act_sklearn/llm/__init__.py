@@ -9,12 +9,14 @@ from .cache import ResponseCache, request_key
 from .content import Item
 from .ledger import UsageLedger
 from .runner import Outcome, run_requests
+from .server_check import ServerWarning
 
 __all__ = [
     "Item",
     "LLMBackend",
     "Outcome",
     "ResponseCache",
+    "ServerWarning",
     "UsageLedger",
     "default_cache_path",
     "request_key",

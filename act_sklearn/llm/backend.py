@@ -104,12 +104,11 @@ class LLMBackend:
             return None
         return Path(self.cache_path) if self.cache_path is not None else default_cache_path()
 
-    def make_async_client(self):
-        """A fresh ``openai.AsyncOpenAI``; retries are ours, so the client's are off."""
+    def make_http_client(self):
+        """A fresh ``httpx2.AsyncClient`` for this endpoint (pooled, with the backend's transport and timeout)."""
         import httpx2
-        import openai
 
-        http_client = httpx2.AsyncClient(
+        return httpx2.AsyncClient(
             transport=self.http_transport,
             # enough pooled connections that the concurrency bound, not the pool, limits us
             limits=httpx2.Limits(
@@ -118,10 +117,15 @@ class LLMBackend:
             ),
             timeout=self.timeout,
         )
+
+    def make_async_client(self, http_client=None):
+        """A fresh ``openai.AsyncOpenAI`` (over ``http_client``, else a new one); retries are ours, so the client's are off."""
+        import openai
+
         return openai.AsyncOpenAI(
             api_key=os.environ.get(self.api_key_env) or NO_KEY,
             base_url=self.base_url,
             timeout=self.timeout,
             max_retries=0,
-            http_client=http_client,
+            http_client=http_client or self.make_http_client(),
         )

@@ -355,6 +355,53 @@ def label_distribution(response, content, value_start, label_names, answered):
     return mass / total
 
 
+def value_span(content, key=None, label=None):
+    """(start, end) of the value of JSON field ``key`` in ``content`` (inside a string's quotes), or None.
+
+    With ``label`` and no such field, the span of ``label`` where a plain-text
+    answer names it (as :func:`label_value_start` finds it).
+
+    Examples
+    --------
+    >>> value_span('{"label": "dog", "x": 1}', "label")
+    (11, 14)
+    >>> value_span("It is a Dog.", "label", label="dog")
+    (8, 11)
+    """
+    field = re.search(rf'"{re.escape(key)}"\s*:\s*', content) if key else None
+    if field is not None:
+        try:
+            _, end, complete = _read_value(content, field.end())
+        except ValueError:
+            return None
+        start = field.end()
+        if content.startswith('"', start):
+            start, end = start + 1, end - complete  # the closing quote is not the value
+        return start, end
+    if label is None:
+        return None
+    named = re.search(rf"(?<!\w){_spelling(label)}(?!\w)", content, re.IGNORECASE)
+    return named.span() if named else None
+
+
+def value_logprobs(response, content, spans):
+    """Log-probabilities of the tokens that write ``spans`` (character ranges of ``content``), or None.
+
+    A token counts when it overlaps a span. None when the response has no
+    logprobs or its tokens do not spell ``content``.
+    """
+    tokens = ((response["choices"][0].get("logprobs") or {}).get("content")) or []
+    offset = "".join(t.get("token", "") for t in tokens).find(content) if tokens else -1
+    if offset < 0:
+        return None
+    logprobs, position = [], 0
+    for token in tokens:
+        start, position = position, position + len(token.get("token", ""))
+        if any(start < offset + end and position > offset + begin for begin, end in spans):
+            logprobs.append(float(token["logprob"]))
+    return logprobs or None
+
+
 def _after_lead(text, lead):
     """What an alternative token writes after ``lead`` (the JSON before the value), or None.
 

@@ -18,7 +18,19 @@ import math
 # constrain, unlike numeric ranges, which portable structured output leaves out.
 PERCENT_STEPS = list(range(0, 101, 5))
 OUTPUT_MODES = ("json_schema", "json_object", "text")
-CRITIC_STRATEGIES = ("naive", "cot", "devil", "logprob")
+# The critic is asked a question in these; the others repeat the annotator's own requests.
+ASKING_STRATEGIES = ("naive", "cot", "devil", "logprob", "mc")
+ANNOTATOR_STRATEGIES = ("perplexity", "consistency")
+CRITIC_STRATEGIES = ASKING_STRATEGIES + ANNOTATOR_STRATEGIES
+# The multiple-choice grades of strategy "mc": letter -> (what the option says, the error probability
+# it maps to: the middle of its range). A letter is one token in every vocabulary.
+MC_GRADES = {
+    "A": ("almost certainly right (under 10% chance that it is wrong)", 0.05),
+    "B": ("probably right (10 to 40%)", 0.25),
+    "C": ("as likely right as wrong (40 to 60%)", 0.5),
+    "D": ("probably wrong (60 to 90%)", 0.75),
+    "E": ("almost certainly wrong (over 90%)", 0.95),
+}
 
 ANNOTATOR_SYSTEM = (
     "You are a careful data annotator. {instructions}\n"
@@ -43,6 +55,9 @@ CRITIC_STRATEGY_TEXT = {
         "that argument honestly and estimate the probability, in percent, that the label is wrong."
     ),
     "logprob": "Is the annotator's label wrong? Answer yes or no.",
+    "mc": "How likely is it that the annotator's label is wrong? Choose one option: "
+    + "; ".join(f"{letter}: {text}" for letter, (text, _) in MC_GRADES.items())
+    + ". Answer with the option's letter.",
 }
 DEFAULT_INSTRUCTIONS = "Classify the item the user sends."
 
@@ -51,7 +66,8 @@ DEFAULT_INSTRUCTIONS = "Classify the item the user sends."
 LABEL_PLACEHOLDER = "<one of the labels>"
 YES_NO_PLACEHOLDER = "<yes or no>"
 PERCENT_PLACEHOLDER = "<percent>"
-EXAMPLE_PLACEHOLDERS = frozenset({LABEL_PLACEHOLDER, YES_NO_PLACEHOLDER, PERCENT_PLACEHOLDER})
+OPTION_PLACEHOLDER = "<the option's letter>"
+EXAMPLE_PLACEHOLDERS = frozenset({LABEL_PLACEHOLDER, YES_NO_PLACEHOLDER, PERCENT_PLACEHOLDER, OPTION_PLACEHOLDER})
 
 # max_tokens budget (answer_token_budget). llama.cpp's JSON grammar lets a
 # model write up to 22 whitespace characters at each place JSON allows
@@ -93,8 +109,12 @@ def annotation_schema(label_names, *, reasoning=False, confidence=False, max_rea
 
 
 def criticism_schema(strategy, *, max_reasoning_chars=None):
+    if strategy not in ASKING_STRATEGIES:
+        raise ValueError(f"strategy {strategy!r} asks no question of its own: it repeats the annotator's requests")
     if strategy == "logprob":
         return object_schema({"answer": {"type": "string", "enum": ["yes", "no"]}})
+    if strategy == "mc":
+        return object_schema({"option": {"type": "string", "enum": list(MC_GRADES)}})
     properties = {}
     if strategy == "cot":
         properties["reasoning"] = string_field(max_reasoning_chars)
@@ -102,6 +122,23 @@ def criticism_schema(strategy, *, max_reasoning_chars=None):
         properties["argument"] = string_field(max_reasoning_chars)
     properties["error_probability"] = {"type": "integer", "enum": PERCENT_STEPS}
     return object_schema(properties)
+
+
+def bounded_schema(schema, max_chars=DEFAULT_REASONING_CHARS):
+    """``schema`` with ``maxLength=max_chars`` on each free-text field that has none (None if none lacks one).
+
+    For an answer asked again after a model looped in its reasoning until
+    ``max_tokens`` ran out: a server that enforces ``maxLength`` in its grammar
+    (llama.cpp, vLLM) then closes the field, and the answer ends.
+    """
+    properties = {}
+    for key, field in schema["properties"].items():
+        if field.get("type") == "string" and "enum" not in field and "maxLength" not in field:
+            field = {**field, "maxLength": int(max_chars)}
+        properties[key] = field
+    if properties == schema["properties"]:
+        return None
+    return {**schema, "properties": properties}
 
 
 def response_format(mode, name, schema):
@@ -137,6 +174,8 @@ def answer_format(mode, schema):
 def _placeholder(key, field):
     if field.get("enum") == ["yes", "no"]:
         return YES_NO_PLACEHOLDER
+    if field.get("enum") == list(MC_GRADES):
+        return OPTION_PLACEHOLDER
     if "enum" in field and field.get("type") == "string":
         return LABEL_PLACEHOLDER
     if field.get("type") in ("integer", "number"):

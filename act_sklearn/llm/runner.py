@@ -6,12 +6,19 @@ connection errors, unreadable or empty responses) are retried with exponential
 backoff that honours ``Retry-After``; anything else fails at once.
 
 An HTTP 200 is not yet an answer: the caller's ``usable`` check reads it, and an
-answer it cannot read is asked again with a bounded escalation: once more with
-``ESCALATION`` times the ``max_tokens`` when it was cut off, then in the next
-output mode of the chain. Only usable answers are cached (the moment they
+answer it cannot read is asked again with a bounded escalation: once more when
+it was cut off, with ``ESCALATION`` times the ``max_tokens`` (and, when the
+schema has free text without a bound, with ``maxLength`` on it, so that a
+model looping in its reasoning is made to end it), then in the next output
+mode of the chain. Only usable answers are cached (the moment they
 arrive, so an interrupted batch resumes where it stopped), and a cached answer
 that is not usable is ignored: running a batch again sends exactly the requests
 that have no usable answer.
+
+Once per batch, before anything is sent, the server is asked what it is, and
+every answer is read for request fields it ignored
+(:mod:`~act_sklearn.llm.server_check`); what would mislead is reported as a
+:class:`~act_sklearn.llm.server_check.ServerWarning`.
 """
 
 import asyncio
@@ -19,10 +26,13 @@ import json
 import logging
 import random
 import threading
+import warnings
 from dataclasses import dataclass
 
 from .cache import ResponseCache, request_key
 from .ledger import UsageLedger
+from .prompts import answer_token_budget, bounded_schema
+from .server_check import AnswerChecks, ServerWarning, probe_server
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +143,11 @@ def run_requests(backend, requests, *, ledger=None, progress=False, desc="LLM re
             if outcome is None:
                 pending.setdefault(request_key(backend.base_url, chains[index][0]), []).append(index)
         if pending:
-            results = _run_coroutine(batch.send_all([chains[ix[0]] for ix in pending.values()], progress, desc))
+            try:
+                results = _run_coroutine(batch.send_all([chains[ix[0]] for ix in pending.values()], progress, desc))
+            finally:
+                for message in batch.server_warnings:
+                    warnings.warn(message, ServerWarning, stacklevel=2)
             for indices, outcome in zip(pending.values(), results):
                 for index in indices:
                     outcomes[index] = outcome
@@ -183,13 +197,15 @@ class _Batch:
         self.ledger = ledger
         self.usable = usable
         self.first_alternative = 0  # raised when the server rejects a request format
+        self.answer_checks = AnswerChecks()
+        self.server_warnings = []
 
     def from_cache(self, chain):
         """The first usable cached answer to a body of the chain (or its escalation)."""
         if self.cache is None:
             return None
         for level, body in enumerate(chain):
-            for attempt in (body, _escalated(body)):
+            for attempt in (body, _bounded(body), _escalated(body)):
                 response = attempt and self.cache.get(request_key(self.backend.base_url, attempt))
                 if response is not None and self.usable(response, level) is None:
                     self.ledger.cache_hits += 1
@@ -204,7 +220,10 @@ class _Batch:
         self.request_limiter = backend.requests_per_minute and RateLimiter(backend.requests_per_minute)
         self.token_limiter = backend.tokens_per_minute and RateLimiter(backend.tokens_per_minute)
         bar = tqdm(total=len(chains), desc=desc, disable=None if progress else True, leave=False)
-        async with backend.make_async_client() as client:
+        http = backend.make_http_client()
+        async with backend.make_async_client(http) as client:
+            # once per batch: what the server is, before paying for requests it would mislead on
+            found = await probe_server(http, backend, chains)
 
             async def one(chain):
                 outcome = await self.send_chain(client, chain)
@@ -215,6 +234,7 @@ class _Batch:
                 return await asyncio.gather(*(one(chain) for chain in chains))
             finally:
                 bar.close()
+                self.server_warnings = found + self.answer_checks.warnings(backend.base_url)
 
     async def send_chain(self, client, chain):
         outcome, unusable = Outcome(), []
@@ -222,11 +242,12 @@ class _Batch:
             try:
                 response = await self.send_with_retries(client, chain, level, outcome)
                 reason = self.usable(response, level)
-                escalated = _escalated(body)
-                if reason is not None and escalated and _cut_off(response):
-                    self.ledger.unusable += 1
-                    response = await self.send_with_retries(client, chain, level, outcome, body=escalated)
-                    body, reason = escalated, self.usable(response, level)
+                if reason is not None and _cut_off(response):
+                    again = await self.ask_again(client, chain, level, outcome, body)
+                    if again is not None:
+                        self.ledger.unusable += 1
+                        body, response = again
+                        reason = self.usable(response, level)
                 if reason is not None:
                     self.ledger.unusable += 1
                     unusable.append(reason)
@@ -250,6 +271,18 @@ class _Batch:
             return outcome
         return outcome
 
+    async def ask_again(self, client, chain, level, outcome, body):
+        """(body, response) of the answer asked again after ``body``'s was cut off; None if there is no more to give."""
+        bounded, escalated = _bounded(body), _escalated(body)
+        if bounded is not None:
+            try:
+                return bounded, await self.send_with_retries(client, chain, level, outcome, body=bounded)
+            except PermanentError as exc:  # a server that refuses maxLength gets the plain escalation
+                logger.info("A bounded answer was refused (%s); asking with more tokens only", exc)
+        if escalated is not None:
+            return escalated, await self.send_with_retries(client, chain, level, outcome, body=escalated)
+        return None
+
     async def send_with_retries(self, client, chain, level, outcome, body=None):
         backend = self.backend
         body = chain[level] if body is None else body
@@ -269,6 +302,7 @@ class _Batch:
                     # a deadline for the whole request (httpx's timeouts are per read)
                     response = await asyncio.wait_for(_post(client, body), backend.timeout)
                 self.ledger.record_usage(response.get("usage"))
+                self.answer_checks.observe(body, response)
                 return response
             except (TransientError, asyncio.TimeoutError) as exc:
                 if isinstance(exc, asyncio.TimeoutError):
@@ -287,6 +321,25 @@ def _escalated(body):
     if tokens is None or tokens >= MAX_ESCALATED_TOKENS:
         return None
     return {**body, "max_tokens": min(tokens * ESCALATION, MAX_ESCALATED_TOKENS)}
+
+
+def _bounded(body):
+    """The body asked again after a cut-off answer whose schema leaves free text unbounded (None if none does).
+
+    Every such field gets ``maxLength`` (:func:`~act_sklearn.llm.prompts.bounded_schema`),
+    with the escalated ``max_tokens`` or the bounded schema's budget, whichever is larger.
+    """
+    fmt = body.get("response_format") or {}
+    holder = fmt.get("json_schema") if fmt.get("type") == "json_schema" else fmt
+    schema = (holder or {}).get("schema")
+    bounded = schema and bounded_schema(schema)
+    if not bounded:
+        return None
+    holder = {**holder, "schema": bounded}
+    fmt = {**fmt, "json_schema": holder} if fmt.get("type") == "json_schema" else holder
+    escalated = _escalated(body) or body
+    tokens = max(escalated.get("max_tokens") or 0, answer_token_budget(bounded))
+    return {**body, "response_format": fmt, "max_tokens": min(tokens, MAX_ESCALATED_TOKENS)}
 
 
 def _cut_off(response):

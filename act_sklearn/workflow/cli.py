@@ -15,8 +15,10 @@ Exit codes scripts can rely on:
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 
+from ..llm.prompts import ANNOTATOR_STRATEGIES, CRITIC_STRATEGIES
 from ..review import ReviewFileError
 from ..stats.sampling import DEFAULT_EXPLORE, SAMPLING_RULES, parse_budget
 from .run_folder import CACHE, CRITICISM, MACHINE, MODEL, SELECTION, RunFolder, RunFolderBusy, RunFolderError
@@ -52,9 +54,13 @@ def _criticizer(args, classes):
     from ..criticizer import MLLMCriticizer
 
     backend = _backend(args, prefix="critic_")
+    # perplexity and consistency repeat the annotator's requests: the annotate step's own, unless
+    # a --critic-* endpoint asks for another model's
+    own_endpoint = any(getattr(args, f"critic_{name}") for name in ("model", "base_url", "api_key_env"))
+    annotator = None if own_endpoint or args.strategy not in ANNOTATOR_STRATEGIES else _annotator(args, classes)
     return MLLMCriticizer(
         backend, strategy=args.strategy, classes=classes, instructions=args.instructions, progress=True,
-        **_answer_settings(args),
+        annotator=annotator, n_samples=args.samples, **_answer_settings(args),
     )
 
 
@@ -298,7 +304,17 @@ def _llm_options(sub, *, critic=False, model_default="gpt-4o-mini"):
     endpoint("", "the annotator", model_default, "default: OpenAI", "default: OPENAI_API_KEY")
     if critic:
         endpoint("critic-", "the criticizer", None, "default: as the annotator", "default: as the annotator")
-        sub.add_argument("--strategy", choices=["naive", "cot", "devil", "logprob"], default="cot")
+        sub.add_argument(
+            "--strategy",
+            choices=CRITIC_STRATEGIES,
+            default="cot",
+            help="how the criticizer estimates error probabilities (default cot); perplexity and consistency "
+            "repeat the annotator's requests: perplexity reads their logprobs (no new request), consistency "
+            "samples --samples answers at temperature 1",
+        )
+        sub.add_argument(
+            "--samples", type=_positive_int, default=5, help="answers per item for --strategy consistency (default 5)"
+        )
     sub.add_argument("--max-concurrency", type=int, default=8)
     sub.add_argument(
         "--max-tokens",
@@ -373,13 +389,23 @@ COMMANDS = {
 
 
 def main(argv=None):
-    from .._llm_estimator import LLMBatchError
-
     args = build_parser().parse_args(argv)
     run = RunFolder(args.run)
 
     def waiting(holder):
         print(f"act-sklearn {args.step}: waiting for {holder} to finish with {run.path} ...", file=sys.stderr, flush=True)
+
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        # a user reads what went wrong and the fix, not the line of the package that noticed it
+        print(f"act-sklearn {args.step}: warning: {message}", file=sys.stderr, flush=True)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show_warning
+        return _run_step(args, run, waiting)
+
+
+def _run_step(args, run, waiting):
+    from .._llm_estimator import LLMBatchError
 
     try:
         # bad input is reported before anything is created
