@@ -12,7 +12,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._sklearn_compat import Interval, StrOptions
 from .llm import LLMBackend, Outcome, run_requests
 from .llm.parsing import ParseError
-from .llm.prompts import OUTPUT_MODES
+from .llm.prompts import GRAMMAR_MODE, OUTPUT_MODES
 
 # parameters MLLMAnnotator and MLLMCriticizer share
 LLM_PARAMETER_CONSTRAINTS = {
@@ -21,7 +21,7 @@ LLM_PARAMETER_CONSTRAINTS = {
     "label_names": [dict, None],
     "instructions": [str, None],
     "max_reasoning_chars": [Interval(numbers.Integral, 1, None, closed="left"), None],
-    "output_mode": [StrOptions({"auto", *OUTPUT_MODES})],
+    "output_mode": [StrOptions({"auto", *OUTPUT_MODES, GRAMMAR_MODE})],
     "temperature": [Interval(numbers.Real, 0, 2, closed="both")],
     "max_tokens": [Interval(numbers.Integral, 1, None, closed="left"), None],
     "top_logprobs": [Interval(numbers.Integral, 1, None, closed="left")],  # each server has its own limit

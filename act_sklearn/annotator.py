@@ -31,12 +31,11 @@ from .llm.prompts import (
     ANNOTATOR_SYSTEM,
     DEFAULT_INSTRUCTIONS,
     annotation_schema,
-    answer_token_budget,
     answer_format,
+    format_fields,
     format_labels,
-    response_format,
+    mode_token_budget,
 )
-
 
 
 @dataclass
@@ -86,10 +85,14 @@ class MLLMAnnotator(ClassifierMixin, TransformerMixin, LLMEstimatorMixin, BaseEs
         (reasoning models return no logprobs).
     n_samples : int, default=5
         Answers per item for ``probability="sampling"``.
-    output_mode : {"auto", "json_schema", "json_object", "text"}, default="auto"
+    output_mode : {"auto", "json_schema", "json_object", "text", "grammar"}, default="auto"
         How the answer is constrained. ``"auto"`` tries JSON-schema structured
         output, then ``json_object`` with the schema, then strictly parsed text,
-        moving on when the server rejects a format (HTTP 400).
+        moving on when the server rejects a format (HTTP 400). ``"grammar"``
+        (opt-in, llama.cpp only) sends a GBNF grammar for the compact answer
+        alone (:func:`~act_sklearn.llm.prompts.compact_grammar`): no whitespace
+        for a weak model to pad, so fewer tokens; OpenAI refuses the field and
+        vLLM ignores it.
     temperature : float, default=0.0
     max_tokens : int or None, default=None
         None means enough for the longest answer the schema allows, with room for
@@ -250,7 +253,6 @@ class MLLMAnnotator(ClassifierMixin, TransformerMixin, LLMEstimatorMixin, BaseEs
             confidence=verbalized,
             max_reasoning_chars=self.max_reasoning_chars,
         )
-        max_tokens = self.max_tokens or answer_token_budget(schema)
         chain = []
         for mode in modes:
             system = ANNOTATOR_SYSTEM.format(
@@ -259,14 +261,12 @@ class MLLMAnnotator(ClassifierMixin, TransformerMixin, LLMEstimatorMixin, BaseEs
                 answer_format=answer_format(mode, schema),
             )
             messages = [{"role": "system", "content": system}, *conversation]
-            body = {"messages": messages, "max_tokens": max_tokens}
+            body = {"messages": messages, "max_tokens": self.max_tokens or mode_token_budget(mode, schema)}
             if seed is None:
                 body["temperature"] = self.temperature
             else:
                 body["temperature"], body["seed"] = 1.0, int(seed)
-            fmt = response_format(mode, "annotation", schema)
-            if fmt is not None:
-                body["response_format"] = fmt
+            body.update(format_fields(mode, "annotation", schema))
             if self.probability in ("auto", "logprobs") and not verbalized and seed is None:
                 body["logprobs"], body["top_logprobs"] = True, self.top_logprobs
             chain.append(body)

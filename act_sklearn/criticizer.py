@@ -43,15 +43,15 @@ from .llm.parsing import (
 from .llm.prompts import (
     ANNOTATOR_STRATEGIES,
     CRITIC_STRATEGIES,
-    MC_GRADES,
     CRITIC_STRATEGY_TEXT,
     CRITIC_SYSTEM,
     DEFAULT_INSTRUCTIONS,
+    MC_GRADES,
     answer_format,
-    answer_token_budget,
     criticism_schema,
+    format_fields,
     format_labels,
-    response_format,
+    mode_token_budget,
 )
 
 
@@ -178,7 +178,7 @@ class MLLMCriticizer(LLMEstimatorMixin, BaseEstimator):
         The annotation task in a sentence.
     max_reasoning_chars : int or None, default=None
         Bound on the reasoning's length for "cot" and "devil".
-    output_mode : {"auto", "json_schema", "json_object", "text"}, default="auto"
+    output_mode : {"auto", "json_schema", "json_object", "text", "grammar"}, default="auto"
         As for :class:`MLLMAnnotator`.
     temperature : float, default=0.0
     max_tokens : int or None, default=None
@@ -288,7 +288,6 @@ class MLLMCriticizer(LLMEstimatorMixin, BaseEstimator):
     def _request_chain(self, content, label):
         """Bodies for each output mode; ``content`` (the item, built once) is shared by all."""
         schema = criticism_schema(self.strategy, max_reasoning_chars=self.max_reasoning_chars)
-        max_tokens = self.max_tokens or answer_token_budget(schema)
         alternatives = "unknown (judge the label on its own)"
         if self.classes_ is not None:
             alternatives = format_labels([self._name(c) for c in self.classes_.tolist()])
@@ -308,11 +307,9 @@ class MLLMCriticizer(LLMEstimatorMixin, BaseEstimator):
                     {"role": "user", "content": content},
                 ],
                 "temperature": self.temperature,
-                "max_tokens": max_tokens,
+                "max_tokens": self.max_tokens or mode_token_budget(mode, schema),
             }
-            fmt = response_format(mode, f"criticism_{self.strategy}", schema)
-            if fmt is not None:
-                body["response_format"] = fmt
+            body.update(format_fields(mode, f"criticism_{self.strategy}", schema))
             if self.strategy == "logprob":
                 body["logprobs"], body["top_logprobs"] = True, self.top_logprobs
             chain.append(body)

@@ -21,7 +21,8 @@ Protocol:
   eight newsgroups of ``DEMO_NEWSGROUPS``), drawn at random with a fixed seed,
   each cut to its first ``POST_CHARS`` characters so that requests stay short.
 * **Configurations**: MLLMAnnotator in every output mode (``auto``, the
-  default, then ``json_schema``, ``json_object``, ``text``), and MLLMCriticizer
+  default, then ``json_schema``, ``json_object``, ``text``, and the opt-in
+  ``grammar``), and MLLMCriticizer
   with every strategy of ``CRITIC_STRATEGIES`` in the default output mode. The
   criticizer judges a proposed label per item: the gold newsgroup for half of
   the items, a random other one for the rest (seeded). Everything else is the
@@ -68,11 +69,11 @@ from llama_server import (  # noqa: E402
     running_gemma_server,
 )
 
-from act_sklearn import LLMBackend, MLLMAnnotator, MLLMCriticizer  # noqa: E402
+from act_sklearn import LLMBackend, MLLMAnnotator, MLLMCriticizer, ServerWarning  # noqa: E402
 from act_sklearn.datasets import DEMO_NEWSGROUPS, load_newsgroups  # noqa: E402
 from act_sklearn.llm.prompts import CRITIC_STRATEGIES  # noqa: E402
 
-OUTPUT_MODES = ("auto", "json_schema", "json_object", "text")
+OUTPUT_MODES = ("auto", "json_schema", "json_object", "text", "grammar")
 CONFIGS = tuple(f"annotate:{mode}" for mode in OUTPUT_MODES) + tuple(
     f"criticize:{strategy}" for strategy in CRITIC_STRATEGIES
 )
@@ -126,6 +127,7 @@ class Result:
     completion_tokens: int
     latencies: list[float] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
+    server_warnings: list[str] = field(default_factory=list)
 
     @property
     def failed_fraction(self) -> float:
@@ -169,8 +171,8 @@ def run_config(config: str, url: str, parallel: int, texts, labels, cache_dir: P
     )
     common = dict(classes=CLASSES, label_names=DEMO_NEWSGROUPS, instructions=INSTRUCTIONS, on_error="skip")
     start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # on_error="skip" warns about the failures counted here
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # on_error="skip" warns about the failures counted here; kept: server warnings
         if kind == "annotate":
             estimator = MLLMAnnotator(backend, output_mode=variant, **common).fit()
             outcome = estimator.annotate(texts)
@@ -184,6 +186,7 @@ def run_config(config: str, url: str, parallel: int, texts, labels, cache_dir: P
         requests=usage.requests, unusable=usage.unusable, retries=usage.retries,
         prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
         latencies=durations, reasons=[f.reason for f in outcome.failures],
+        server_warnings=[str(w.message) for w in caught if issubclass(w.category, ServerWarning)],
     )
 
 
@@ -282,6 +285,12 @@ def report(results: list[Result], args, binary: str, command: str, total_seconds
     examples = failure_examples(results)
     if examples:
         lines += ["## Example failure reasons", "", *examples, ""]
+    warned = [(r.config, message) for r in results for message in dict.fromkeys(r.server_warnings)]
+    lines += ["## Server warnings", ""]
+    lines += [f"- **{config}**: {message}" for config, message in warned] or [
+        "None: the server checks (chat template, context, logprobs, schema) found nothing to warn about.",
+    ]
+    lines += [""]
     lines += [
         "## Set-up",
         "",

@@ -429,3 +429,13 @@ def test_annotator_labels_are_in_the_set_and_probabilities_sum_to_one(llama_serv
     requests = annotator.usage_.requests
     annotator.predict(REVIEWS)
     assert annotator.usage_.requests == requests  # the re-run comes from the cache
+
+
+def test_the_grammar_mode_sends_llama_cpps_grammar_in_place_of_a_response_format(tmp_path):
+    fake = FakeLLM(lambda body, n: '{"label": "dog"}')
+    annotator = MLLMAnnotator(fake.backend(tmp_path), classes=LABELS, output_mode="grammar", probability="logprobs").fit()
+    assert annotator.predict(["a dog"]).tolist() == ["dog"]
+    (body,) = fake.requests
+    assert "response_format" not in body
+    assert body["grammar"].startswith('root ::= "{" "\\"label\\": " (')  # the compact answer, no whitespace
+    assert body["max_tokens"] == len('{"label": "bird"}') + 1  # nothing budgeted for padding

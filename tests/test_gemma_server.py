@@ -53,8 +53,9 @@ def backend(gemma_server_url, tmp_path_factory):
 
 
 def _annotator(backend, **params):
-    params = {"label_names": LABEL_NAMES, "instructions": "Classify the newsgroup post by its topic.", **params}
-    return MLLMAnnotator(backend, classes=CLASSES, output_mode="json_schema", on_error="skip", **params).fit()
+    params = {"label_names": LABEL_NAMES, "instructions": "Classify the newsgroup post by its topic.",
+              "output_mode": "json_schema", **params}
+    return MLLMAnnotator(backend, classes=CLASSES, on_error="skip", **params).fit()
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +135,18 @@ def test_unicode_label_names_go_through_grammar_and_logprobs(backend, texts):
     assert ((annotations.label_index[ok] >= 0) & (annotations.label_index[ok] < len(CLASSES))).all()
     assert np.isfinite(annotations.proba[ok]).all()
     np.testing.assert_allclose(annotations.proba[ok].sum(axis=1), 1.0, atol=1e-9)
+
+
+def test_the_compact_grammar_leaves_no_whitespace_to_pad(backend, texts):
+    """output_mode="grammar": llama.cpp's GBNF for the compact answer alone, unicode labels included."""
+    annotator = _annotator(backend, output_mode="grammar", label_names=UNICODE_LABEL_NAMES)
+    outcomes, read_label = annotator.answer_outcomes(texts[:2] + UNICODE_TEXTS[:1])
+    for outcome in outcomes:
+        content = outcome.response["choices"][0]["message"]["content"]
+        label = UNICODE_LABEL_NAMES[CLASSES[read_label(outcome)]]
+        assert content == json.dumps({"label": label}, ensure_ascii=False)  # exactly, not one space more
+    proba = annotator.annotate(texts[:2] + UNICODE_TEXTS[:1]).proba  # logprobs under the grammar, from the cache
+    assert annotator.usage_.requests == 3 and np.isfinite(proba).all()
 
 
 def _post(base_url, path, body):

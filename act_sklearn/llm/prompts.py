@@ -17,7 +17,10 @@ import math
 # Verbalised probabilities are percentages in steps of 5: an enum every server can
 # constrain, unlike numeric ranges, which portable structured output leaves out.
 PERCENT_STEPS = list(range(0, 101, 5))
-OUTPUT_MODES = ("json_schema", "json_object", "text")
+OUTPUT_MODES = ("json_schema", "json_object", "text")  # output_mode="auto" tries them in this order
+# Opt-in: llama.cpp's GBNF grammar for the compact spelling only (compact_grammar). Other servers
+# refuse the field (OpenAI) or ignore it (vLLM), so "auto" never sends it.
+GRAMMAR_MODE = "grammar"
 # The critic is asked a question in these; the others repeat the annotator's own requests.
 ASKING_STRATEGIES = ("naive", "cot", "devil", "logprob", "mc")
 ANNOTATOR_STRATEGIES = ("perplexity", "consistency")
@@ -141,8 +144,16 @@ def bounded_schema(schema, max_chars=DEFAULT_REASONING_CHARS):
     return {**schema, "properties": properties}
 
 
+def format_fields(mode, name, schema):
+    """The request fields that constrain the answer in an output mode: ``response_format``, ``grammar`` or none."""
+    if mode == GRAMMAR_MODE:
+        return {"grammar": compact_grammar(schema)}
+    fmt = response_format(mode, name, schema)
+    return {} if fmt is None else {"response_format": fmt}
+
+
 def response_format(mode, name, schema):
-    """The ``response_format`` request field for an output mode (None for text)."""
+    """The ``response_format`` request field for an output mode (None for text and grammar)."""
     if mode == "json_schema":
         return {"type": "json_schema", "json_schema": {"name": name, "strict": True, "schema": schema}}
     if mode == "json_object":
@@ -234,6 +245,11 @@ def answer_token_budget(schema, *, reasoning_chars=None, whitespace_tokens=WHITE
             raise ValueError(f"no token budget for the field {key!r}: {field}")
     structure_tokens = len(_compact(longest).encode("utf-8"))
     return structure_tokens + free_text_tokens + 4 * len(properties) * whitespace_tokens + 1
+
+
+def mode_token_budget(mode, schema):
+    """:func:`answer_token_budget` for an output mode: no whitespace to budget under the compact grammar."""
+    return answer_token_budget(schema, whitespace_tokens=0 if mode == GRAMMAR_MODE else WHITESPACE_TOKENS_PER_SLOT)
 
 
 def compact_grammar(schema):

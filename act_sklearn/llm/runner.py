@@ -41,6 +41,7 @@ MAX_RETRY_AFTER = 120.0  # seconds; a longer Retry-After is capped, not obeyed b
 IMAGE_TOKEN_ESTIMATE = 765  # a high-detail 512 px image, for client-side token limits
 ESCALATION = 4  # a cut-off answer is asked once more with this many times the max_tokens
 MAX_ESCALATED_TOKENS = 4096
+SERVER_FIELDS = ("grammar",)  # request fields the openai client does not know
 
 
 @dataclass
@@ -363,8 +364,11 @@ async def _post(client, body):
     """One request; raises TransientError or PermanentError, returns the response dict."""
     import openai
 
+    # fields of one server's own (llama.cpp's grammar) go in the body as they are, past the client's checks
+    extra = {name: body[name] for name in SERVER_FIELDS if name in body}
+    standard = {name: value for name, value in body.items() if name not in extra}
     try:
-        raw = await client.chat.completions.with_raw_response.create(**body)
+        raw = await client.chat.completions.with_raw_response.create(**standard, extra_body=extra or None)
     except openai.APIStatusError as exc:
         reason = f"HTTP {exc.status_code}: {_error_message(exc)}"
         if exc.status_code in RETRYABLE_STATUS or exc.status_code >= 500:
