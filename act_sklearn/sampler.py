@@ -66,7 +66,7 @@ class ACTSampler(BaseEstimator):
     Examples
     --------
     >>> from act_sklearn import ACTSampler
-    >>> sampler = ACTSampler(budget=2).fit([0.9, 0.1, 0.6, 0.2])
+    >>> sampler = ACTSampler(budget=2, random_state=1).fit([0.9, 0.1, 0.6, 0.2])  # explore draws at random
     >>> sampler.sample_indices_
     array([0, 2])
     """
