@@ -25,11 +25,12 @@ class ACTSampler(BaseEstimator):
         sampler never spends more than the budget), or either written as text the
         way the command takes it (``"20"``, ``"0.2"``, ``"20%"``; see
         :func:`~act_sklearn.stats.sampling.parse_budget`).
-    rule : {"threshold", "normalize", "sigmoid"}, default="threshold"
+    rule : {"threshold", "normalize", "sigmoid", "sqrt"}, default="threshold"
         ``threshold`` reviews the top-``budget`` items (deterministic);
         ``normalize`` makes ``pi`` proportional to the error probability;
-        ``sigmoid`` is a soft threshold of sharpness ``beta``. See
-        :mod:`act_sklearn.stats.sampling`.
+        ``sigmoid`` is a soft threshold of sharpness ``beta``; ``sqrt`` makes
+        ``pi`` proportional to its square root (the variance-optimal rule for a
+        calibrated criticizer). See :mod:`act_sklearn.stats.sampling`.
     threshold : float in [0, 1] or None, default=None
         ``threshold`` rule: review only items with ``error_proba >= threshold``
         (possibly fewer than the budget).

@@ -241,7 +241,11 @@ def test_pipeline_with_fit_params(job):
     X, y, machine, error_proba = job["X"], job["y"], job["machine"], job["error_proba"]
     pipe = make_pipeline(StandardScaler(), _act(budget=0.2))
     pipe.fit(X, y, actclassifier__machine_labels=machine, actclassifier__error_proba=error_proba)
-    assert pipe.score(X, y) > 0.8
+    # the fit parameters reached the last step; quality is measured in benchmarks/quality.py (the exact
+    # loss with explore swings from 78% to 96% over seeds here: issue #12 settles safe defaults)
+    np.testing.assert_array_equal(pipe[-1].machine_labels_, machine)
+    np.testing.assert_array_equal(pipe[-1].error_proba_, error_proba)
+    assert pipe.score(X, y) > 0.5
     assert pipe[-1].n_human_labels_ == int(0.2 * y.size)
 
 

@@ -122,9 +122,9 @@ def test_the_strategies_that_repeat_the_annotator_through_the_command(llama_serv
     """perplexity sends nothing the annotate step has not; consistency pays for its samples once; mc asks."""
     run = tmp_path / "run"
     llm = ["--base-url", llama_server_url, "--model", "tiny", "--max-concurrency", "4"]
-    assert main(["run", "--run", str(run), "--input", str(items_file), "--classes", ",".join(CLASSES),
-                 "--id-column", "id", "--text-column", "review", "--label-column", "gold", "--budget", "8",
-                 "--strategy", "perplexity", *llm]) == EXIT_OK
+    assert main(["annotate", "--run", str(run), "--input", str(items_file), "--classes", ",".join(CLASSES),
+                 "--id-column", "id", "--text-column", "review", *llm]) == EXIT_OK
+    assert main(["criticize", "--run", str(run), "--strategy", "perplexity", *llm]) == EXIT_OK
     steps = RunFolder(run).manifest()["steps"]
     assert steps["annotate"]["usage"]["requests"] == 24
     assert steps["criticize"]["usage"]["requests"] == 0 and steps["criticize"]["usage"]["cache_hits"] == 24

@@ -20,8 +20,8 @@ def _labelling_job(n, error_rate, separation, seed):
     return gold, machine, error_proba
 
 
-def _simulate(n=2000, budget=0.2, explore=0.2, rule="threshold", design="fixed", runs=600):
-    gold, machine, error_proba = _labelling_job(n, 0.2, 1.5, seed=0)
+def _simulate(n=2000, budget=0.2, explore=0.2, rule="threshold", design="fixed", runs=600, separation=1.5):
+    gold, machine, error_proba = _labelling_job(n, 0.2, separation, seed=0)
     covered, errors = 0, []
     for seed in range(runs):
         proba = inclusion_probabilities(error_proba, budget, rule=rule, explore=explore, random_state=seed)
@@ -41,8 +41,13 @@ def _simulate(n=2000, budget=0.2, explore=0.2, rule="threshold", design="fixed",
         {"design": "bernoulli"},
         {"budget": 0.1, "explore": 0.3},
         {"n": 300, "budget": 0.3, "explore": 0.1},  # few errors found: a Wald interval covers ~34%
+        {"rule": "normalize", "explore": 0.1},
+        {"rule": "sqrt", "explore": 0.05},
+        {"budget": 0.05, "explore": 0.1, "separation": 0.5},  # a weak criticizer, 10 explored reviews
+        {"n": 20000, "budget": 0.4, "explore": 0.1, "rule": "sigmoid", "runs": 300},  # many strata
     ],
-    ids=["threshold", "sigmoid", "bernoulli", "small-budget", "small-n"],
+    ids=["threshold", "sigmoid", "bernoulli", "small-budget", "small-n", "normalize", "sqrt", "weak-critic",
+         "large-n"],
 )
 def test_ninety_percent_interval_covers_the_truth_about_ninety_percent_of_runs(scenario):
     coverage, _ = _simulate(**scenario)
@@ -84,3 +89,42 @@ def test_interval_lies_in_unit_interval_and_brackets_estimate():
 def test_confidence_outside_unit_interval_is_an_error():
     with pytest.raises(ValueError, match="confidence"):
         estimate_label_accuracy([0], [0], [True], [1.0], confidence=1.0)
+
+
+def test_one_stratum_gives_the_wilson_interval_with_the_finite_population_correction():
+    from scipy.stats import norm
+
+    n, reviewed_count, k = 200, 50, 12
+    reviewed = np.zeros(n, bool)
+    reviewed[:reviewed_count] = True
+    machine, gold = np.zeros(n, int), np.zeros(n, int)
+    machine[:k] = 1  # k errors among the reviewed items
+    estimate = estimate_label_accuracy(machine, gold, reviewed, np.full(n, 0.25), confidence=0.9)
+    z, p, size = norm.ppf(0.95), k / reviewed_count, reviewed_count / (1 - reviewed_count / n)
+    centre, half = (p + z**2 / (2 * size)), z * np.sqrt(p * (1 - p) / size + z**2 / (4 * size**2))
+    low, high = (centre - half) / (1 + z**2 / size), (centre + half) / (1 + z**2 / size)
+    # errors left: n * P - k, so accuracy 1 - (n P - k) / n
+    assert estimate.ci_low == pytest.approx(1 - (n * high - k) / n, abs=1e-6)
+    assert estimate.ci_high == pytest.approx(1 - (n * low - k) / n, abs=1e-6)
+    assert estimate.errors_remaining == pytest.approx(n * p - k)
+
+
+def test_a_stratum_with_no_review_widens_the_upper_bound_by_its_items():
+    # 20 items at pi = 1 (all reviewed), 30 at a pi no draw reached: their errors are unknown
+    proba = np.r_[np.ones(20), np.full(30, 0.01)]
+    reviewed = np.r_[np.ones(20, bool), np.zeros(30, bool)]
+    estimate = estimate_label_accuracy(np.zeros(50, int), np.zeros(50, int), reviewed, proba)
+    assert estimate.ci_high == 1.0 and estimate.ci_low == pytest.approx(1 - 30 / 50)
+
+
+def test_no_variance_at_the_estimate_does_not_collapse_the_interval():
+    # every reviewed suspicious item is an error and no explored one is: each stratum's share is 0
+    # or 1, so the variance vanishes at the estimate, but not beside it
+    n_top, n_rest = 359, 1438
+    proba = np.r_[np.full(n_top, 0.92), np.full(n_rest, 0.02)]
+    reviewed = np.r_[np.arange(n_top) < 330, np.arange(n_rest) < 29]
+    machine = np.r_[np.ones(n_top, int), np.zeros(n_rest, int)]
+    estimate = estimate_label_accuracy(machine, np.zeros(n_top + n_rest, int), reviewed, proba)
+    assert estimate.ci_low < estimate.accuracy < estimate.ci_high
+    # the explored items found no error in 29 of 1,438: still up to about 8% of them may be wrong
+    assert (1 - estimate.ci_low) * (n_top + n_rest) - (n_top - 330) > 0.07 * n_rest

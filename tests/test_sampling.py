@@ -36,7 +36,7 @@ def sampling_cases(draw):
 
 def _expected_total(error_proba, n_items, rule, explore):
     """What sum(pi) must be: the budget, unless the rule runs out of candidates."""
-    if rule == "normalize":
+    if rule in ("normalize", "sqrt"):
         rule_total = min(n_items, int((error_proba > 0).sum()))
     else:
         rule_total = n_items
@@ -97,6 +97,24 @@ def test_fixed_design_never_reviews_more_than_the_budget(case, seed):
     if proba.sum() == pytest.approx(n_items, abs=1e-9):
         assert reviewed.sum() == n_items
     assert np.all(proba[reviewed] > 0)
+
+
+def test_the_sqrt_rule_is_proportional_to_the_root_of_the_error_proba_below_the_cap():
+    error_proba = np.array([0.01, 0.04, 0.09, 0.16, 1.0, 1.0])
+    proba = inclusion_probabilities(error_proba, 3, rule="sqrt")
+    assert proba.sum() == pytest.approx(3)
+    # the two largest are capped at 1; the rest share the last unit in proportion to sqrt(e)
+    np.testing.assert_allclose(proba, [0.1, 0.2, 0.3, 0.4, 1.0, 1.0])
+
+
+def test_the_sqrt_rule_has_the_least_variance_for_a_calibrated_criticizer():
+    # sum e / pi - the Horvitz-Thompson variance of the errors left, up to a constant - at equal budget
+    error_proba = np.random.default_rng(0).beta(0.6, 2.4, 2000)
+    variance = {
+        rule: (error_proba / inclusion_probabilities(error_proba, 400, rule=rule, explore=0.1)).sum()
+        for rule in ("normalize", "sigmoid", "sqrt")
+    }
+    assert variance["sqrt"] < min(variance["normalize"], variance["sigmoid"])
 
 
 @pytest.mark.parametrize("design", ["fixed", "bernoulli"])

@@ -1,36 +1,53 @@
-"""How good are the final labels? Horvitz-Thompson inference on the review sample.
+"""How good are the final labels? A stratified score interval on the review sample.
 
 The final label of item i is the human label where it was reviewed and the
 machine label elsewhere. Its errors are the machine errors left among the
-unreviewed items, ``R = sum_i (1 - xi_i) d_i`` with ``d_i = 1[m_i != h_i]``.
-Every reviewed item reveals ``d_i``; the Horvitz-Thompson estimator::
+unreviewed items, ``R = sum_i (1 - xi_i) d_i`` with ``d_i = 1[m_i != h_i]``;
+every reviewed item reveals ``d_i``.
 
-    R_hat = sum_i xi_i * d_i * (1 / pi_i - 1)
+The design is used as a stratified sample. Items with ``pi_i = 1`` were all
+reviewed: they leave no error. The others fall in strata of nearly equal
+``pi`` (:func:`~act_sklearn.stats.sampling.inclusion_strata`, the strata the
+fixed-size design draws from in turn): within a stratum the review sample is
+close to a simple random sample (exactly one for equal ``pi``, by symmetry). A stratum h of ``N_h`` items has
+error share ``P_h``, estimated from its reviews by the weighted (Hajek)
+proportion ``p_h = sum xi d / pi / sum xi / pi``, with Kish's effective size
+``n_h = (sum xi / pi)**2 / sum xi / pi**2`` and sampling fraction
+``f_h`` (reviews over items). The remaining errors are
+``R = sum_h N_h P_h - K`` (``K`` the errors found), estimated by
+``R_hat = sum_h N_h p_h - K``.
 
-satisfies ``R_hat - R = sum_i d_i (xi_i / pi_i - 1)``, which has mean zero
-whenever every ``pi_i > 0``. Under independent draws its variance is
-``sum_i d_i g_i`` with ``g_i = 1 / pi_i - 1``: the part from reviewed errors is
-known, the part from missed errors is ``g_bar * R`` with ``g_bar`` the mean
-weight of the missed errors. The interval is the set of ``R`` that a normal
-test does not reject, ``(R_hat - R)**2 <= z**2 * (V_known + g_bar * R)``: a
-score (Wilson-type) interval. A plain Wald interval ``R_hat +- z * se_hat``
-covers far too rarely when few errors are found (34% for a nominal 90% in a
-seeded simulation with 300 items), because ``se_hat`` shrinks exactly when
-``R_hat`` is too low. ``g_bar`` is the ratio estimate over found errors, shrunk
-by one pseudo-error at the mean weight of the unreviewed items so that it
-exists when no missed error was found. The fixed-size design has no larger
-variance than independent draws, so the interval serves both.
+The interval is the score interval for the linear combination
+``C = sum_h N_h P_h``: the values ``c`` that a score test does not reject,
 
-With some ``pi_i = 0`` (no exploration) the errors that could never be
-reviewed are not estimable and only the errors found are reported.
+    (sum_h N_h p_h - c)**2 <= z**2 * sum_h N_h**2 (1 - f_h) P_h(c) (1 - P_h(c)) / n_h,
+
+where ``P_h(c)`` maximise the binomial likelihood of the strata's reviews
+subject to ``sum_h N_h P_h = c`` (a one-dimensional search on the Lagrange
+multiplier, each ``P_h`` a root of a quadratic). With one stratum this is the
+Wilson interval; with many it tends to the normal interval. It keeps its level
+where the plain and earlier intervals did not: a stratum estimated from a few
+explored reviews is a binomial proportion with few trials, skewed, and the
+variance under the hypothesis (not the estimated one, which vanishes when no
+error was found) widens the interval on the side where errors may hide;
+combining per-stratum intervals instead (MOVER) keeps each stratum's skew and
+misses on the low side once there are many strata. ``benchmarks/coverage.py``
+measures the coverage over rules, budgets, sizes and criticizer calibrations.
+
+A stratum with no review at all leaves its items' errors unknown: they widen
+the upper bound by their count. With some ``pi_i = 0`` (no exploration) the
+errors that could never be reviewed are not estimable and only the errors
+found are reported.
 """
 
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.optimize import brentq
 from scipy.stats import norm
 
 from .loss import act_weights
+from .sampling import inclusion_strata
 
 
 @dataclass(frozen=True)
@@ -125,40 +142,100 @@ def estimate_label_accuracy(
             nan, nan, nan, confidence, errors_found, nan, n_samples, n_reviewed, False
         )
 
-    residual_weight = weights - 1.0  # g = 1 / pi - 1 on reviewed items
-    found_weight = residual_weight[is_error]
-    errors_remaining = float(found_weight.sum())
+    strata = inclusion_strata(inclusion_proba)
+    unknown = 0  # items of strata without a review
+    found_in, effective_size, stratum_size, fraction = [], [], [], []
+    for label in range(strata.max() + 1):
+        members = strata == label
+        sampled = members & reviewed
+        if not sampled.any():
+            unknown += int(members.sum())
+            continue
+        w = weights[sampled]
+        effective = w.sum() ** 2 / (w**2).sum()
+        found_in.append((w * is_error[sampled]).sum() / w.sum() * effective)
+        effective_size.append(effective)
+        stratum_size.append(int(members.sum()))
+        fraction.append(sampled.sum() / members.sum())
+    found_in, effective_size, stratum_size, fraction = map(
+        np.asarray, (found_in, effective_size, stratum_size, fraction)
+    )
+    errors_in_strata = float(stratum_size @ (found_in / effective_size)) if found_in.size else 0.0
+    errors_in_uncertain = errors_found - int(is_error[strata < 0].sum())
+    errors_remaining = max(errors_in_strata - errors_in_uncertain, 0.0)
+    low, high = _score_interval(found_in, effective_size, stratum_size, fraction, norm.ppf(0.5 + confidence / 2))
     n_unreviewed = n_samples - n_reviewed
-    missed_weight = _missed_error_weight(found_weight, 1.0 / inclusion_proba[~reviewed] - 1.0)
-    low_errors, high_errors = _score_interval(
-        errors_remaining, errors_remaining, missed_weight, norm.ppf(0.5 + confidence / 2)
-    )
-    high_errors = min(high_errors, n_unreviewed)
+    low_errors = min(max(low - errors_in_uncertain, 0.0), errors_remaining)
+    high_errors = min(max(high - errors_in_uncertain, errors_remaining) + unknown, n_unreviewed)
     accuracy = 1.0 - errors_remaining / n_samples
-    low, high = 1.0 - high_errors / n_samples, 1.0 - low_errors / n_samples
     return LabelAccuracyEstimate(
-        accuracy, low, high, confidence, errors_found, errors_remaining, n_samples, n_reviewed, True
+        accuracy, 1.0 - high_errors / n_samples, 1.0 - low_errors / n_samples, confidence, errors_found,
+        errors_remaining, n_samples, n_reviewed, True,
     )
 
 
-def _missed_error_weight(found_weight, unreviewed_weight):
-    """Estimated mean ``1 / pi - 1`` of the missed errors.
+def _proportions_given_total(total, found, size, stratum_size):
+    """Each stratum's error share maximising the binomial likelihood subject to ``sum N_h P_h = total``.
 
-    The ratio estimate over found errors (each found error of weight g stands for
-    g missed ones), shrunk by one pseudo-error at the unreviewed items' mean weight.
+    Stationarity gives ``lam N P**2 - (lam N + n) P + k = 0`` for a Lagrange
+    multiplier ``lam``; ``sum N_h P_h(lam)`` decreases in ``lam`` (at 0 it is the
+    estimate), so ``lam`` is found by a root search.
     """
-    if unreviewed_weight.size == 0:
-        return 0.0
-    prior_weight = float(unreviewed_weight.mean())
-    if prior_weight == 0:
-        return 0.0
-    return float(
-        (found_weight @ found_weight + prior_weight**2) / (found_weight.sum() + prior_weight)
-    )
+
+    def shares(lam):
+        a = lam * stratum_size
+        b = a + size
+        root = np.sqrt(np.maximum(b**2 - 4 * a * found, 0.0))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # the stable branch of the quadratic's smaller root for each sign of b
+            p = np.where(b >= 0, 2 * found / (b + root), (b - root) / (2 * a))
+        return np.clip(np.nan_to_num(p, nan=0.0), 0.0, 1.0)
+
+    def excess(lam):
+        return stratum_size @ shares(lam) - total
+
+    # 0 < total < sum N_h: some finite multiplier reaches it on each side
+    high_lam = 1.0
+    while excess(high_lam) > 0:
+        high_lam *= 10
+    low_lam = -1.0
+    while excess(low_lam) < 0:
+        low_lam *= 10
+    return shares(brentq(excess, low_lam, high_lam, xtol=1e-12, maxiter=200))
 
 
-def _score_interval(estimate, known_variance, missed_weight, z):
-    """Values of R with ``(estimate - R)**2 <= z**2 * (known_variance + missed_weight * R)``."""
-    half_sum = estimate + 0.5 * z**2 * missed_weight
-    spread = np.sqrt(max(half_sum**2 - estimate**2 + z**2 * known_variance, 0.0))
-    return max(half_sum - spread, 0.0), half_sum + spread
+def _score_interval(found, size, stratum_size, fraction, z):
+    """The values c of ``sum_h N_h P_h`` that the score test does not reject (module docstring)."""
+    if found.size == 0:
+        return 0.0, 0.0
+    estimate = float(stratum_size @ (found / size))
+    total = float(stratum_size.sum())
+
+    def statistic(c):
+        if c <= 0 or c >= total:  # every share 0 or 1: no variance left
+            shares = np.full(found.size, 0.0 if c <= 0 else 1.0)
+        else:
+            shares = _proportions_given_total(c, found, size, stratum_size)
+        variance = (stratum_size**2 * (1 - fraction) * shares * (1 - shares) / size).sum()
+        return (estimate - c) ** 2 - z**2 * variance
+
+    return _edge(statistic, estimate, 0.0), _edge(statistic, estimate, total)
+
+
+def _edge(statistic, estimate, end):
+    """The end of ``{c : statistic(c) <= 0}`` between ``estimate`` and ``end``.
+
+    The statistic may be 0 at the estimate itself (every stratum's share 0 or
+    1 there, so no variance) and negative just beside it, where a share moves
+    off 0 or 1: so the search starts from the point closest to ``end`` found
+    inside, halving the distance from the estimate, not from the estimate.
+    """
+    if statistic(end) <= 0:
+        return end
+    outside = end
+    for _ in range(60):
+        inside = estimate + 0.5 * (outside - estimate)
+        if statistic(inside) <= 0:
+            return brentq(statistic, inside, outside, xtol=1e-9)
+        outside = inside
+    return estimate

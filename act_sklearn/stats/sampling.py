@@ -16,6 +16,14 @@ Rules
 ``sigmoid``
     ``pi_i = 1 / (1 + exp(-beta * (e_i - alpha)))`` with ``alpha`` solved so that
     ``sum(pi) = B`` (the ACT paper's "exponential weighting").
+``sqrt``
+    ``pi_i = min(1, c * sqrt(e_i))``, water-filled to ``sum(pi) = B``: the
+    variance-optimal rule of active inference for a 0-1 error. The variance of
+    the Horvitz-Thompson correction is ``sum_i E[d_i | x_i] (1 / pi_i - 1)``,
+    with ``E[d_i | x_i] = e_i`` for a calibrated criticizer; minimising
+    ``sum_i e_i / pi_i`` subject to ``sum_i pi_i = B`` gives ``pi_i`` proportional
+    to ``sqrt(e_i)`` (capped at 1). It reviews the suspicious items less
+    greedily than ``normalize``, and the rest more.
 
 Every rule takes ``explore`` in [0, 1): ``pi <- (1 - explore) * pi + explore * B / n``
 (uniform mixing, Zrnic & Candes 2024). With ``explore > 0`` every ``pi > 0``, which
@@ -24,9 +32,15 @@ keeps the ACT loss unbiased and the final label accuracy estimable.
 Designs
 -------
 ``fixed``
-    Systematic probability-proportional-to-size sampling over a random order:
-    exactly ``round(sum(pi))`` items (never more than the budget) and exact
-    first-order inclusion probabilities ``pi``.
+    Systematic probability-proportional-to-size sampling over the strata of
+    nearly equal ``pi`` (:func:`inclusion_strata`) in turn, in a random order
+    within each: exactly ``round(sum(pi))`` items (never more than the budget),
+    exact first-order inclusion probabilities ``pi``, and each stratum
+    reviewed about ``sum(pi)`` times over it (its floor or ceiling, when the
+    stratum holds no item with ``pi`` near 1). Over one random order of all the
+    items instead, a stratum of 210 items at ``pi = 0.03`` beside 90 at 0.93
+    got no review in 12% of draws (6.3 expected): a whole stratum's errors
+    unseen.
 ``bernoulli``
     Independent draws ``xi_i ~ Bernoulli(pi_i)``; the budget holds in expectation.
 """
@@ -39,12 +53,17 @@ from scipy.special import expit
 
 from ._checks import raise_for_items
 
-SAMPLING_RULES = ("threshold", "normalize", "sigmoid")
+SAMPLING_RULES = ("threshold", "normalize", "sigmoid", "sqrt")
 SAMPLING_DESIGNS = ("fixed", "bernoulli")
 # Share of the budget drawn uniformly, the same default everywhere (ACTSampler, the
 # workflow, the command): every item can then be reviewed, so the ACT loss is
 # unbiased and the final-label accuracy has a confidence interval.
 DEFAULT_EXPLORE = 0.1
+
+# Strata of nearly equal inclusion probability (inclusion_strata)
+STRATUM_RATIO = 2.0  # a stratum ends when pi has doubled ...
+STRATUM_SOFT_RATIO = 1.2  # ... or risen by a fifth once it holds
+STRATUM_EXPECTED_REVIEWS = 10.0  # this many expected reviews
 
 # Sums of inclusion probabilities within this distance of an integer are that integer.
 _SUM_TOLERANCE = 1e-9
@@ -180,6 +199,10 @@ def _normalize_rule(error_proba, n_items):
     return water_fill(error_proba, n_items)
 
 
+def _sqrt_rule(error_proba, n_items):
+    return water_fill(np.sqrt(error_proba), n_items)
+
+
 def _sigmoid_rule(error_proba, n_items, beta):
     n_samples = error_proba.size
     if n_items >= n_samples:
@@ -223,7 +246,7 @@ def inclusion_probabilities(
     budget : int or float
         Number of items to review, or a fraction of ``n_samples`` in (0, 1]
         (rounded down).
-    rule : {"threshold", "normalize", "sigmoid"}, default="threshold"
+    rule : {"threshold", "normalize", "sigmoid", "sqrt"}, default="threshold"
         How error probabilities become inclusion probabilities (module docstring).
     threshold : float in [0, 1] or None, default=None
         ``threshold`` rule only: review only items with ``error_proba >= threshold``.
@@ -273,6 +296,8 @@ def inclusion_probabilities(
         proba = _threshold_rule(error_proba, n_items, threshold, rng)
     elif rule == "normalize":
         proba = _normalize_rule(error_proba, n_items)
+    elif rule == "sqrt":
+        proba = _sqrt_rule(error_proba, n_items)
     else:
         proba = _sigmoid_rule(error_proba, n_items, beta)
 
@@ -290,6 +315,39 @@ def _reviewing_first(must_review, error_proba, n_items, **rule):
     if left >= 1 and rest.size:
         proba[rest] = inclusion_probabilities(error_proba[rest], min(left, rest.size), **rule)
     return proba
+
+
+def inclusion_strata(inclusion_proba):
+    """Strata of nearly equal inclusion probability: a label per item, -1 for items with ``pi = 1``.
+
+    Items are taken by increasing ``pi`` (0, 1, 2, ...); a stratum ends where
+    ``pi`` has doubled since its first item, or risen by a fifth once the
+    stratum holds :data:`STRATUM_EXPECTED_REVIEWS` expected reviews. The
+    fixed-size design draws from them in turn, and the accuracy interval
+    (:mod:`~act_sklearn.stats.inference`) treats each as a simple random sample.
+
+    Examples
+    --------
+    >>> inclusion_strata([0.05, 0.95, 0.05, 1.0, 0.9]).tolist()
+    [0, 1, 0, -1, 1]
+    """
+    inclusion_proba = np.asarray(inclusion_proba, dtype=float)
+    strata = np.full(inclusion_proba.size, -1)
+    uncertain = np.flatnonzero(inclusion_proba < 1.0)
+    order = uncertain[np.argsort(inclusion_proba[uncertain], kind="stable")]
+    sorted_proba = inclusion_proba[order]
+    expected_before = np.concatenate([[0.0], np.cumsum(sorted_proba)])  # reviews expected before each item
+    start, label = 0, 0
+    while start < order.size:
+        first = sorted_proba[start]
+        doubled = np.searchsorted(sorted_proba, STRATUM_RATIO * first, side="right")
+        # the first item past the soft ratio once the stratum holds enough expected reviews
+        full = np.searchsorted(expected_before, expected_before[start] + STRATUM_EXPECTED_REVIEWS, side="left")
+        risen = np.searchsorted(sorted_proba, STRATUM_SOFT_RATIO * first, side="right")
+        end = min(doubled, max(full, risen, start + 1))
+        strata[order[start:end]] = label
+        start, label = end, label + 1
+    return strata
 
 
 def _seed_from(random_state):
@@ -318,10 +376,13 @@ def draw_sample(inclusion_proba, *, design="fixed", random_state=None):
 
     Notes
     -----
-    Systematic sampling lays the items in a random order on [0, sum(pi)), each
-    taking an interval of length pi_i, and selects the items hit by the points
-    u, u + 1, u + 2, ... with u ~ U[0, 1). An interval of length pi_i <= 1 holds at
-    most one point, and is hit with probability exactly pi_i.
+    Systematic sampling lays the items on [0, sum(pi)), each taking an interval
+    of length pi_i, and selects the items hit by the points u, u + 1, u + 2, ...
+    with u ~ U[0, 1). An interval of length pi_i <= 1 holds at most one point,
+    and is hit with probability exactly pi_i, whatever the order. The order is
+    the strata of :func:`inclusion_strata` one after the other (a random order
+    within each), so that each stratum, a contiguous stretch, gets about its
+    expected number of reviews.
     """
     proba = check_error_proba(inclusion_proba, name="inclusion_proba")
     if design not in SAMPLING_DESIGNS:
@@ -330,7 +391,8 @@ def draw_sample(inclusion_proba, *, design="fixed", random_state=None):
     if design == "bernoulli":
         return rng.random(proba.size) < proba
 
-    order = rng.permutation(proba.size)
+    # the strata one after the other, each in a random order
+    order = np.lexsort((rng.random(proba.size), inclusion_strata(proba)))
     edges = np.cumsum(proba[order])
     total = edges[-1]
     if abs(total - round(total)) < _SUM_TOLERANCE * max(1.0, total):

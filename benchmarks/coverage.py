@@ -1,0 +1,208 @@
+"""Coverage of the final-label accuracy interval over the designs users run (issue #12, point 3).
+
+Run it with::
+
+    python benchmarks/coverage.py                      # the whole grid, 300 repetitions a cell
+    python benchmarks/coverage.py --reps 100 --n 500 3000
+
+Each repetition draws a labelling job and a review sample and asks whether the
+90% interval of ``estimate_label_accuracy`` holds the true accuracy of the
+final labels (human where reviewed, machine elsewhere):
+
+* **Job**: ``n`` items; item i's machine label is wrong with probability
+  ``q_i ~ Beta(0.6, 2.4)`` (20% errors on average), and the criticizer reports
+  ``e_i``: ``q_i`` itself (*calibrated*), ``q_i`` sharpened on the logit scale
+  (``2 logit q``: *overconfident*), or blurred (``0.5 logit q`` plus noise:
+  *weak*, informative but miscalibrated).
+* **Design**: ``inclusion_probabilities(e, budget, rule=..., explore=...)``
+  and ``draw_sample`` (fixed size), as ``ACTSampler`` does.
+* **Estimators**: today's (``act_sklearn.stats.estimate_label_accuracy``, a
+  stratified score interval on the fixed-size design drawn by strata) beside
+  the one before issue #12 (a Horvitz-Thompson score interval with an
+  estimated weight of the missed errors, on the fixed-size design over one
+  random order), frozen below as it was.
+
+Target (issue #12): coverage in [86%, 94%] in every cell. With 300
+repetitions a coverage's standard error is 1.7 points, so a cell at exactly
+90% falls outside [86%, 94%] about 2% of the time by chance alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy.special import expit, logit
+from scipy.stats import norm
+
+from act_sklearn.stats import draw_sample, estimate_label_accuracy, inclusion_probabilities
+from act_sklearn.stats.sampling import SAMPLING_RULES
+
+RESULTS = Path(__file__).resolve().parent / "results" / "coverage.md"
+CONFIDENCE = 0.9
+TARGET = (0.86, 0.94)
+CALIBRATIONS = ("calibrated", "overconfident", "weak")
+
+
+def job(n, calibration, rng):
+    """(errors, error probabilities) of a labelling job of ``n`` items."""
+    q = rng.beta(0.6, 2.4, n)
+    errors = rng.random(n) < q
+    q = np.clip(q, 1e-6, 1 - 1e-6)
+    if calibration == "calibrated":
+        e = q
+    elif calibration == "overconfident":
+        e = expit(2 * logit(q))
+    else:
+        e = expit(0.5 * logit(q) + 0.5 * rng.standard_normal(n))
+    return errors, e
+
+
+# -- the estimator and the design before issue #12, frozen ---------------------------------
+
+
+def draw_before(proba, rng):
+    """The fixed-size design before issue #12: systematic PPS over one random order of all items."""
+    order = rng.permutation(proba.size)
+    edges = np.cumsum(proba[order])
+    edges[-1] = round(edges[-1])
+    offset = rng.random()
+    hits = np.floor(edges - offset)
+    reviewed = np.zeros(proba.size, dtype=bool)
+    reviewed[order] = np.diff(hits, prepend=np.floor(-offset)) > 0
+    return reviewed
+
+
+def interval_before(errors, reviewed, proba, z):
+    """(low, high) remaining errors: the Horvitz-Thompson score interval before issue #12."""
+    found_weight = (1 / proba - 1)[reviewed & errors]
+    estimate = found_weight.sum()
+    unreviewed_weight = 1 / proba[~reviewed] - 1
+    prior = unreviewed_weight.mean() if unreviewed_weight.size else 0.0
+    missed = (found_weight @ found_weight + prior**2) / (found_weight.sum() + prior) if prior > 0 else 0.0
+    half_sum = estimate + 0.5 * z**2 * missed
+    spread = np.sqrt(max(half_sum**2 - estimate**2 + z**2 * estimate, 0.0))
+    return max(half_sum - spread, 0.0), min(half_sum + spread, (~reviewed).sum())
+
+
+# -- one cell ----------------------------------------------------------------------------------
+
+
+def cell(n, budget, rule, explore, calibration, reps, seed):
+    rng = np.random.default_rng(seed)
+    z = norm.ppf(0.5 + CONFIDENCE / 2)
+    covered = {"before": 0, "now": 0}
+    width = {"before": 0.0, "now": 0.0}
+    for _ in range(reps):
+        errors, e = job(n, calibration, rng)
+        proba = inclusion_probabilities(e, budget, rule=rule, explore=explore, random_state=rng.integers(2**31))
+
+        reviewed = draw_sample(proba, random_state=rng.integers(2**31))
+        remaining = int((errors & ~reviewed).sum())
+        machine = errors.astype(int)  # machine label 1 where wrong, human label 0
+        estimate = estimate_label_accuracy(machine, np.zeros(n, int), reviewed, proba, confidence=CONFIDENCE)
+        low, high = n * (1 - estimate.ci_high), n * (1 - estimate.ci_low)
+        covered["now"] += low - 1e-6 <= remaining <= high + 1e-6
+        width["now"] += (high - low) / n
+
+        reviewed = draw_before(proba, rng)
+        remaining = int((errors & ~reviewed).sum())
+        low, high = interval_before(errors, reviewed, proba, z)
+        covered["before"] += low - 1e-6 <= remaining <= high + 1e-6
+        width["before"] += (high - low) / n
+    return {k: covered[k] / reps for k in covered}, {k: width[k] / reps for k in width}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--reps", type=int, default=300)
+    parser.add_argument("--n", type=int, nargs="+", default=[500, 3000, 50000])
+    parser.add_argument("--budgets", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.4])
+    parser.add_argument("--rules", nargs="+", default=list(SAMPLING_RULES), choices=SAMPLING_RULES)
+    parser.add_argument("--explore", type=float, nargs="+", default=[0.05, 0.1, 0.3])
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    command = "python benchmarks/coverage.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
+    start = time.perf_counter()
+    rows = []
+    grid = itertools.product(args.n, args.budgets, args.rules, args.explore, CALIBRATIONS)
+    for index, (n, budget, rule, explore, calibration) in enumerate(grid):
+        coverage, width = cell(n, budget, rule, explore, calibration, args.reps, seed=index)
+        rows.append((n, budget, rule, explore, calibration, coverage, width))
+        print(f"{n:>6} {budget:>4} {rule:>9} {explore:>4} {calibration:>13} | before {coverage['before']:.3f} "
+              f"({width['before']:.3f}) | now {coverage['now']:.3f} ({width['now']:.3f})", flush=True)
+    text = report(rows, args, command, time.perf_counter() - start)
+    args.output.write_text(text)
+    print(text.split("## Every cell")[0])
+    print(f"written to {args.output}")
+
+
+def report(rows, args, command, seconds):
+    def outside(key):
+        return [r for r in rows if not TARGET[0] <= r[5][key] <= TARGET[1]]
+
+    def worst(key):
+        low = min(rows, key=lambda r: r[5][key])
+        high = max(rows, key=lambda r: r[5][key])
+        return (f"lowest {low[5][key]:.1%} (n={low[0]}, budget {low[1]:.0%}, {low[2]}, explore {low[3]}, "
+                f"{low[4]}), highest {high[5][key]:.1%} (n={high[0]}, budget {high[1]:.0%}, {high[2]}, "
+                f"explore {high[3]}, {high[4]})")
+
+    lines = [
+        "# Coverage of the 90% interval of the final-label accuracy",
+        "",
+        f"{len(rows)} cells (n x budget x rule x explore x criticizer calibration), {args.reps} repetitions each; "
+        "each repetition draws a new job and a new review sample (the protocol is in the docstring of "
+        "`benchmarks/coverage.py`). Target (issue #12): coverage in [86%, 94%] in every cell.",
+        "",
+        "| estimator | cells outside [86%, 94%] | below 86% | above 94% | worst cells | mean width (accuracy points) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, name in (("now", "today: stratified score interval"), ("before", "before issue #12: HT score interval")):
+        bad = outside(key)
+        below = sum(r[5][key] < TARGET[0] for r in bad)
+        lines.append(
+            f"| {name} | {len(bad)} of {len(rows)} | {below} | {len(bad) - below} | {worst(key)} "
+            f"| {100 * np.mean([r[6][key] for r in rows]):.1f} |"
+        )
+    met = not outside("now")
+    lines += [
+        "",
+        f"Target met by today's estimator: **{'yes' if met else 'no'}**.",
+        "",
+        "## Every cell",
+        "",
+        "| n | budget | rule | explore | criticizer | coverage now | width now | coverage before | width before |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for n, budget, rule, explore, calibration, coverage, width in rows:
+        flag = "" if TARGET[0] <= coverage["now"] <= TARGET[1] else " **"
+        lines.append(
+            f"| {n} | {budget:.0%} | {rule} | {explore} | {calibration} | {coverage['now']:.1%}{flag} "
+            f"| {100 * width['now']:.1f} | {coverage['before']:.1%} | {100 * width['before']:.1f} |"
+        )
+    lines += [
+        "",
+        "Width: the interval's mean width in accuracy points. ** marks a cell outside the target.",
+        "",
+        f"Machine: {os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}; "
+        f"{seconds / 60:.1f} min.",
+        "",
+        "Reproduce with:",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
