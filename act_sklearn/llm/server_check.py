@@ -15,6 +15,7 @@ error: the requests themselves decide.
 
 import json
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 
@@ -169,8 +170,6 @@ def _images(body):
 
 
 def _auth_headers(backend):
-    import os
-
     key = os.environ.get(backend.api_key_env)
     return {"Authorization": f"Bearer {key}"} if key else {}
 
