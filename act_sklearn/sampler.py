@@ -7,8 +7,9 @@ from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 
 from ._sklearn_compat import Interval, StrOptions, _fit_context
+from .stats.recalibration import recalibrate_error_proba
 from .stats.sampling import DEFAULT_EXPLORE, SAMPLING_DESIGNS, SAMPLING_RULES, check_error_proba
-from .stats.sampling import draw_sample, inclusion_probabilities, resolve_budget
+from .stats.sampling import draw_round, resolve_budget, round_budgets, round_random_state
 
 
 class ACTSampler(BaseEstimator):
@@ -16,6 +17,9 @@ class ACTSampler(BaseEstimator):
 
     ``fit(error_proba)`` turns the criticizer's error probabilities into
     inclusion probabilities with a sampling rule and draws the items to review.
+    With ``rounds > 1`` it spends the budget in rounds, recalibrating the
+    criticizer on the answers of each round before drawing the next
+    (``fit(error_proba, y, machine_labels=...)``, ``y`` answering as the reviewers).
 
     Parameters
     ----------
@@ -50,6 +54,14 @@ class ACTSampler(BaseEstimator):
         ``fixed`` reviews exactly the budget (when the rule can use it all) with
         exact inclusion probabilities; ``bernoulli`` draws items independently
         and meets the budget only in expectation.
+    rounds : int, default=1
+        Rounds to spend the budget in (equal shares, the remainder to the first
+        rounds; a round that spends less leaves the rest to the next). After each
+        round but the last the error probabilities are recalibrated on the items
+        reviewed so far (:func:`~act_sklearn.stats.recalibration.recalibrate_error_proba`:
+        Platt scaling with an offset per machine label) and the next round is
+        drawn from them among the items not yet reviewed. Needs ``y`` and
+        ``machine_labels`` in ``fit``.
     random_state : int, RandomState instance or None, default=None
         Controls tie-breaking and the draw.
 
@@ -58,11 +70,41 @@ class ACTSampler(BaseEstimator):
     budget_ : int
         The budget in items.
     inclusion_proba_ : ndarray of shape (n_samples,)
-        Probability with which each item was to be reviewed.
+        The probability that the estimates weight each item by: with one
+        round, the probability with which it was to be reviewed; in rounds, 1
+        for the items reviewed before the last round and the last round's
+        probability for every other item (see Notes).
     reviewed_ : ndarray of bool, shape (n_samples,)
         Items selected for review.
     sample_indices_ : ndarray of int
-        Indices of the selected items, most suspicious first.
+        Indices of the selected items, by round, and most suspicious first within a round.
+    round_ : ndarray of int, shape (n_samples,)
+        The round in which each item was reviewed (1, 2, ...), 0 for items never reviewed.
+    round_inclusion_proba_ : ndarray of shape (n_samples,)
+        Each reviewed item's inclusion probability in the round that drew it;
+        for the others, the last round's.
+    recalibrated_error_proba_ : ndarray of shape (n_samples,)
+        The scores the last round drew from (``error_proba`` itself with one round).
+    round_budgets_ : list of int
+        The reviews each round was to spend, unspent ones carried forward
+        (the planned shares with the fixed design and a rule that can spend them).
+
+    Notes
+    -----
+    Review in rounds keeps the weights ``xi_i / pi_i`` valid because each
+    round's ``pi`` depends only on the answers of earlier rounds. Conditional
+    on those answers the items that rounds ``1, ..., R - 1`` reviewed are known
+    exactly: they are certainty units (``pi = 1``) of the last round's design,
+    and round R is an ordinary one-round design over the other items with its
+    own ``pi``. So ``inclusion_proba_`` is 1 for the earlier rounds' items and
+    round R's ``pi`` elsewhere. The Horvitz-Thompson estimate of any total
+    over the items (the ACT loss, the machine errors left) is then unbiased
+    conditionally on the earlier rounds, hence unconditionally, and the
+    stratified interval of :func:`~act_sklearn.stats.estimate_label_accuracy`,
+    which takes ``pi = 1`` items as known, covers conditionally, hence
+    unconditionally. The price: the answers of earlier rounds speak only for
+    themselves, so the exploration of the last round is what the interval
+    rests on (keep ``explore > 0``).
 
     Examples
     --------
@@ -70,6 +112,16 @@ class ACTSampler(BaseEstimator):
     >>> sampler = ACTSampler(budget=2, random_state=1).fit([0.9, 0.1, 0.6, 0.2])  # explore draws at random
     >>> sampler.sample_indices_
     array([0, 2])
+
+    In two rounds, the second drawn after the answers to the first (``y``):
+
+    >>> e = [0.9, 0.8, 0.1, 0.1, 0.1, 0.1]
+    >>> machine, y = ["a", "b", "a", "b", "a", "b"], ["a", "a", "a", "a", "a", "a"]
+    >>> sampler = ACTSampler(budget=3, rounds=2, explore=0, random_state=0).fit(e, y, machine_labels=machine)
+    >>> sampler.round_budgets_, sampler.round_.tolist()  # item 1 ("b") was wrong: a "b" goes next
+    ([2, 1], [1, 1, 0, 0, 0, 2])
+    >>> sampler.inclusion_proba_.tolist()
+    [1.0, 1.0, 0.0, 0.0, 0.0, 1.0]
     """
 
     _parameter_constraints = {
@@ -83,6 +135,7 @@ class ACTSampler(BaseEstimator):
         "beta": [Interval(numbers.Real, 0, None, closed="neither")],
         "explore": [Interval(numbers.Real, 0, 1, closed="left")],
         "design": [StrOptions(set(SAMPLING_DESIGNS))],
+        "rounds": [Interval(numbers.Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
     }
 
@@ -95,6 +148,7 @@ class ACTSampler(BaseEstimator):
         beta=20.0,
         explore=DEFAULT_EXPLORE,
         design="fixed",
+        rounds=1,
         random_state=None,
     ):
         self.budget = budget
@@ -103,21 +157,28 @@ class ACTSampler(BaseEstimator):
         self.beta = beta
         self.explore = explore
         self.design = design
+        self.rounds = rounds
         self.random_state = random_state
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, error_proba, y=None, must_review=None):
+    def fit(self, error_proba, y=None, *, must_review=None, machine_labels=None):
         """Compute inclusion probabilities and draw the items to review.
 
         Parameters
         ----------
         error_proba : array-like of shape (n_samples,) or (n_samples, 1)
             Probability that each machine label is wrong, in [0, 1].
-        y : None
-            Ignored.
+        y : array-like of shape (n_samples,) or None
+            With ``rounds > 1``: the human labels (gold labels in a simulation),
+            read only at the items drawn for review. Ignored with one round.
         must_review : array-like of bool, shape (n_samples,), default=None
             Items reviewed first whatever their error probability (failed LLM
             answers); see :func:`~act_sklearn.stats.sampling.inclusion_probabilities`.
+            In rounds they go first in the first round, and any the first
+            round could not take in the next.
+        machine_labels : array-like of shape (n_samples,), default=None
+            With ``rounds > 1``: the machine labels (any value; a missing one
+            counts as a label of its own). Ignored with one round.
 
         Returns
         -------
@@ -126,17 +187,69 @@ class ACTSampler(BaseEstimator):
         error_proba = check_error_proba(error_proba)
         rng = check_random_state(self.random_state)
         self.budget_ = resolve_budget(self.budget, error_proba.size)
-        self.inclusion_proba_ = inclusion_probabilities(
-            error_proba,
-            self.budget_,
-            rule=self.rule,
-            threshold=self.threshold,
-            beta=self.beta,
-            explore=self.explore,
-            random_state=rng,
-            must_review=must_review,
-        )
-        self.reviewed_ = draw_sample(self.inclusion_proba_, design=self.design, random_state=rng)
+        self.round_budgets_ = round_budgets(self.budget_, self.rounds)
+        rule = dict(rule=self.rule, threshold=self.threshold, beta=self.beta, explore=self.explore)
+        if must_review is not None:
+            must_review = np.asarray(must_review, dtype=bool)
+        if self.rounds == 1:
+            self.inclusion_proba_, self.reviewed_ = draw_round(
+                error_proba, self.budget_, design=self.design, random_state=rng, must_review=must_review, **rule
+            )
+            self.round_ = self.reviewed_.astype(int)
+            self.round_inclusion_proba_ = self.inclusion_proba_
+            self.recalibrated_error_proba_ = error_proba
+            drawn_score = error_proba
+        else:
+            drawn_score = self._fit_rounds(error_proba, y, machine_labels, must_review, rng, rule)
         selected = np.flatnonzero(self.reviewed_)
-        self.sample_indices_ = selected[np.argsort(-error_proba[selected], kind="stable")]
+        self.sample_indices_ = selected[np.lexsort((-drawn_score[selected], self.round_[selected]))]
         return self
+
+    def _fit_rounds(self, error_proba, y, machine_labels, must_review, rng, rule):
+        """Draw the rounds one by one (class Notes); returns the score each item was drawn on."""
+        n_samples = error_proba.size
+        if y is None or machine_labels is None:
+            raise ValueError(
+                f"rounds={self.rounds} recalibrates the criticizer on each round's answers, so fit needs the "
+                "human labels as y (gold labels in a simulation; read only at the items drawn) and the "
+                "machine labels: fit(error_proba, y, machine_labels=...)."
+            )
+        y, machine_labels = np.asarray(y, dtype=object), np.asarray(machine_labels, dtype=object)
+        if y.shape != (n_samples,) or machine_labels.shape != (n_samples,):
+            raise ValueError(
+                f"y and machine_labels must hold one label per item: {n_samples} items, but y has shape "
+                f"{y.shape} and machine_labels {machine_labels.shape}."
+            )
+        round_ = np.zeros(n_samples, dtype=int)
+        round_proba = np.zeros(n_samples)
+        drawn_score = np.zeros(n_samples)
+        is_error = np.zeros(n_samples, dtype=bool)
+        scores, planned, budgets = error_proba, 0, []
+        for number, share in enumerate(self.round_budgets_, start=1):
+            reviewed = round_ > 0
+            planned += share
+            # a round that spent less than its share (a rule short of candidates) leaves it to the next
+            budget = min(planned - int(reviewed.sum()), n_samples - int(reviewed.sum()))
+            if budget < 1:  # the Bernoulli design overspent earlier rounds
+                budgets.append(0)
+                continue
+            if number > 1:  # recalibrated scores lie in (0, 1): a later round can spend all it has
+                weights = np.divide(1.0, round_proba, out=np.zeros(n_samples), where=reviewed)
+                scores = recalibrate_error_proba(error_proba, machine_labels, is_error, reviewed, weights)
+            state = rng if number == 1 else round_random_state(self.random_state, number, rng)
+            proba, drawn = draw_round(scores, budget, reviewed=reviewed, design=self.design, random_state=state,
+                                      must_review=must_review, **rule)
+            round_proba[~reviewed] = proba[~reviewed]
+            round_[drawn] = number
+            drawn_score[drawn] = scores[drawn]
+            # the answers to this round's items, and to nothing else
+            is_error[drawn] = [m != h for m, h in zip(machine_labels[drawn], y[drawn])]
+            budgets.append(budget)
+            last = number
+        self.round_budgets_ = budgets
+        self.round_ = round_
+        self.reviewed_ = round_ > 0
+        self.round_inclusion_proba_ = round_proba
+        self.inclusion_proba_ = np.where(self.reviewed_ & (round_ < last), 1.0, round_proba)
+        self.recalibrated_error_proba_ = scores
+        return drawn_score

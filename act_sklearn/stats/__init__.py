@@ -16,13 +16,16 @@ from .metrics import (
     expected_calibration_error,
     final_labels,
 )
+from .recalibration import recalibrate_error_proba
 from .sampling import (
     SAMPLING_DESIGNS,
     SAMPLING_RULES,
     check_error_proba,
+    draw_round,
     draw_sample,
     inclusion_probabilities,
     resolve_budget,
+    round_budgets,
     water_fill,
 )
 
@@ -39,12 +42,15 @@ __all__ = [
     "budget_efficiency",
     "check_error_proba",
     "criticizer_auroc",
+    "draw_round",
     "draw_sample",
     "estimate_label_accuracy",
     "expected_calibration_error",
     "final_labels",
     "inclusion_probabilities",
+    "recalibrate_error_proba",
     "resolve_budget",
+    "round_budgets",
     "soft_target_cross_entropy",
     "water_fill",
 ]

@@ -43,6 +43,14 @@ Designs
     unseen.
 ``bernoulli``
     Independent draws ``xi_i ~ Bernoulli(pi_i)``; the budget holds in expectation.
+
+Rounds
+------
+:func:`draw_round` draws one round of a review in rounds: the same rule and
+design over the items not yet reviewed, with the round's share of the budget
+(:func:`round_budgets`). Between rounds the scores are recalibrated on the
+answers (:mod:`~act_sklearn.stats.recalibration`); how the weights stay valid
+is in :class:`~act_sklearn.ACTSampler`.
 """
 
 import numbers
@@ -403,3 +411,86 @@ def draw_sample(inclusion_proba, *, design="fixed", random_state=None):
     reviewed = np.zeros(proba.size, dtype=bool)
     reviewed[order] = hit_counts > 0
     return reviewed
+
+
+def round_budgets(n_items, rounds):
+    """Split a budget of ``n_items`` reviews over ``rounds``: equal shares, the remainder to the first rounds.
+
+    Examples
+    --------
+    >>> round_budgets(10, 3)
+    [4, 3, 3]
+    """
+    if isinstance(rounds, (bool, np.bool_)) or not isinstance(rounds, numbers.Integral) or rounds < 1:
+        raise ValueError(f"rounds must be a whole number of at least 1; got {rounds!r}.")
+    if rounds > n_items:
+        raise ValueError(
+            f"rounds={rounds} is more than the budget of {n_items} item(s), and each round reviews at least one "
+            f"item: ask for at most {n_items} rounds, or raise the budget."
+        )
+    share, left = divmod(int(n_items), int(rounds))
+    return [share + (r < left) for r in range(rounds)]
+
+
+def round_random_state(random_state, number, rng):
+    """The random state of round ``number`` (2, 3, ...) of a review in rounds.
+
+    With an int seed each round has its own stream, ``RandomState([seed, number])``,
+    so a round drawn later from a run folder is the round the sampler draws in
+    one go; otherwise the rounds go on drawing from ``rng``.
+    """
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, (bool, np.bool_)):
+        return np.random.RandomState([int(random_state) % 2**32, int(number)])
+    return rng
+
+
+def draw_round(error_proba, budget, *, reviewed=None, design="fixed", random_state=None, must_review=None, **rule):
+    """One round of review: inclusion probabilities over the items not yet reviewed, and the draw.
+
+    Parameters
+    ----------
+    error_proba : array-like of shape (n_samples,)
+        This round's scores (recalibrated after the first round).
+    budget : int
+        Reviews to spend in this round; at most the items left.
+    reviewed : array-like of bool, shape (n_samples,), default=None
+        Items reviewed in earlier rounds: they get ``pi = 0`` here and are never drawn again.
+    design : {"fixed", "bernoulli"}, default="fixed"
+    random_state : int, RandomState instance or None, default=None
+    must_review : array-like of bool, shape (n_samples,), default=None
+        Items reviewed first (read only among the items left).
+    **rule
+        ``rule``, ``threshold``, ``beta`` and ``explore`` of :func:`inclusion_probabilities`.
+
+    Returns
+    -------
+    inclusion_proba : ndarray of shape (n_samples,)
+        This round's ``pi``; 0 for the items reviewed earlier.
+    drawn : ndarray of bool, shape (n_samples,)
+        The items this round reviews.
+
+    Examples
+    --------
+    >>> pi, drawn = draw_round([0.9, 0.1, 0.5, 0.2], 1, reviewed=[True, False, False, False])
+    >>> pi.tolist(), drawn.tolist()
+    ([0.0, 0.0, 1.0, 0.0], [False, False, True, False])
+    """
+    error_proba = check_error_proba(error_proba)
+    if reviewed is None or not np.any(reviewed):
+        # the first round is a one-round design over every item, drawn from the same random stream
+        proba = inclusion_probabilities(error_proba, budget, random_state=random_state, must_review=must_review, **rule)
+        return proba, draw_sample(proba, design=design, random_state=random_state)
+    reviewed = np.asarray(reviewed, dtype=bool)
+    if reviewed.shape != error_proba.shape:
+        raise ValueError(f"reviewed has {reviewed.size} entries for {error_proba.size} items; pass one per item.")
+    left = np.flatnonzero(~reviewed)
+    proba = np.zeros(error_proba.size)
+    drawn = np.zeros(error_proba.size, dtype=bool)
+    if left.size == 0:
+        return proba, drawn
+    first = None if must_review is None else np.asarray(must_review, dtype=bool)[left]
+    proba[left] = inclusion_probabilities(
+        error_proba[left], min(int(budget), left.size), random_state=random_state, must_review=first, **rule
+    )
+    drawn[left] = draw_sample(proba[left], design=design, random_state=random_state)
+    return proba, drawn
