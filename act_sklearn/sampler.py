@@ -230,7 +230,7 @@ class ACTSampler(BaseEstimator):
             planned += share
             # a round that spent less than its share (a rule short of candidates) leaves it to the next
             budget = min(planned - int(reviewed.sum()), n_samples - int(reviewed.sum()))
-            if budget < 1:  # the Bernoulli design overspent earlier rounds
+            if budget < 1:  # nothing left: every item reviewed, or the Bernoulli design overspent
                 budgets.append(0)
                 continue
             if number > 1:  # recalibrated scores lie in (0, 1): a later round can spend all it has

@@ -510,3 +510,81 @@ def test_items_without_a_usable_answer_go_to_people_first(items_file, tmp_path, 
     assert main(["train", "--run", str(run)]) == EXIT_OK and main(["report", "--run", str(run)]) == EXIT_OK
     facts = json.loads((run / "report.json").read_text())
     assert facts["llm_failures"] == 2 and facts["human_labels"] == 6 and facts["errors_found"] >= 2
+
+
+def test_select_in_rounds_through_the_command(items_file, tmp_path, capsys):
+    server = _delay_server()
+    run = tmp_path / "run"
+    with server.serve_in_thread(delay=0) as url:
+        assert main(["annotate", "--run", str(run), "--input", str(items_file), "--classes", "good,bad",
+                     "--id-column", "id", "--text-column", "review", *_llm_options(url)]) == EXIT_OK
+        assert main(["criticize", "--run", str(run), "--strategy", "naive", *_llm_options(url)]) == EXIT_OK
+    capsys.readouterr()
+    gold = {row["id"]: row["gold"] for row in csv.DictReader(open(items_file))}
+    select = ["select", "--run", str(run)]
+
+    def answer(name):
+        """Export what awaits review, answer it with the gold labels, import it."""
+        sheet = tmp_path / name
+        assert main(["export", "--run", str(run), "--output", str(sheet)]) == EXIT_OK
+        rows = list(csv.DictReader(open(sheet)))
+        with open(sheet, "w", newline="") as file:
+            csv.writer(file).writerows([["item_id", "label"], *([r["item_id"], gold[r["item_id"]]] for r in rows)])
+        assert main(["import", "--run", str(run), str(sheet)]) == EXIT_OK
+        return {row["item_id"] for row in rows}
+
+    # bad input: more rounds than budgeted items, --round before any round, --round with new settings
+    assert main([*select, "--budget", "3", "--rounds", "4"]) == EXIT_BAD_INPUT
+    assert "rounds=4 is more than the budget of 3" in capsys.readouterr().err
+    assert main([*select, "--round"]) == EXIT_BAD_INPUT
+    assert "run `act-sklearn select` first" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        main([*select, "--budget", "9", "--rounds", "0"])
+    assert exited.value.code == EXIT_BAD_INPUT and "at least 1" in capsys.readouterr().err
+
+    assert main([*select, "--budget", "9", "--rounds", "3", "--explore", "0.3", "--seed", "2"]) == EXIT_OK
+    output = capsys.readouterr().out
+    assert "selected 3 items for review in round 1 of 3" in output and "--round` draws round 2" in output
+    # before the first round's answers are in: exit 2, how many wait, and the command that imports them
+    assert main([*select, "--round"]) == EXIT_BAD_INPUT
+    error = capsys.readouterr().err
+    assert "3 of the 3 items selected so far still wait for an answer" in error and "act-sklearn import --run" in error
+    assert main([*select, "--round", "--explore", "0.5"]) == EXIT_BAD_INPUT
+    assert "drop --explore" in capsys.readouterr().err
+
+    first = answer("round1.csv")
+    reviews = (run / "reviews.csv").read_bytes()
+    assert main([*select, "--round"]) == EXIT_OK
+    assert "selected 3 items for review in round 2 of 3 (6 in all)" in capsys.readouterr().out
+    assert (run / "reviews.csv").read_bytes() == reviews  # answered items untouched
+    second = answer("round2.csv")
+    assert not first & second and len(second) == 3
+    assert main([*select, "--round"]) == EXIT_OK
+    third = answer("round3.csv")
+    assert not (first | second) & third and len(third) == 3
+    assert main([*select, "--round"]) == EXIT_BAD_INPUT
+    assert "all 3 rounds" in capsys.readouterr().err
+    # a different selection is refused once answers exist; the same first round is harmless
+    assert main([*select, "--budget", "9", "--explore", "0.3", "--seed", "2"]) == EXIT_BAD_INPUT
+    assert "another selection" in capsys.readouterr().err
+    assert main([*select, "--budget", "9", "--rounds", "3", "--explore", "0.3", "--seed", "2"]) == EXIT_OK
+
+    # the selection file records each item's round and pi; train and report weight earlier rounds as certain
+    table = RunFolder(run).read_table("selection.csv")
+    rounds = np.array(table["round"], dtype=int)
+    inclusion_proba = np.array(table["inclusion_proba"], dtype=float)
+    round_proba = np.array(table["round_inclusion_proba"], dtype=float)
+    ids = np.array(table["item_id"])
+    assert np.bincount(rounds).tolist() == [15, 3, 3, 3] and set(ids[rounds == 1]) == first
+    assert np.all(inclusion_proba[(rounds == 1) | (rounds == 2)] == 1.0)
+    np.testing.assert_array_equal(inclusion_proba[rounds == 3], round_proba[rounds == 3])
+    assert np.all(round_proba[rounds == 0] == inclusion_proba[rounds == 0]) and np.all(inclusion_proba > 0)
+    assert main(["train", "--run", str(run)]) == EXIT_OK
+    assert "trained on 9 human labels" in capsys.readouterr().out
+    import joblib
+
+    np.testing.assert_allclose(joblib.load(run / "model.joblib").inclusion_proba_, inclusion_proba)
+    assert main(["report", "--run", str(run)]) == EXIT_OK
+    facts = json.loads((run / "report.json").read_text())
+    assert facts["human_labels"] == 9 and facts["review_round"] == facts["review_rounds"] == 3
+    assert facts["pending_reviews"] == 0

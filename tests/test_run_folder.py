@@ -159,3 +159,22 @@ def test_the_lock_names_its_holder_and_is_reentrant(tmp_path):
                     pass
     with other.locked():  # released
         pass
+
+
+def test_the_selection_records_each_items_round_and_reads_older_files_as_one_round(tmp_path):
+    run = _started(tmp_path)
+    run.write_selection([1.0, 0.5, 0.25, 0.25], [True, True, False, False], rounds=[1, 2, 0, 0],
+                        round_inclusion_proba=[0.6, 0.5, 0.25, 0.25])
+    rounds, round_proba = run.selection_rounds()
+    assert rounds.tolist() == [1, 2, 0, 0] and round_proba.tolist() == [0.6, 0.5, 0.25, 0.25]
+    assert run.selection()[0].tolist() == [1.0, 0.5, 0.25, 0.25]
+    # a selection.csv written before rounds: one round, its pi the round's
+    (run.path / "selection.csv").write_text("item_id,inclusion_proba,selected\ni0,1.0,1\ni1,0.5,1\ni2,0.25,0\ni3,0.25,0\n")
+    rounds, round_proba = run.selection_rounds()
+    assert rounds.tolist() == [1, 1, 0, 0] and round_proba.tolist() == [1.0, 0.5, 0.25, 0.25]
+    (run.path / "selection.csv").write_text(
+        "item_id,inclusion_proba,selected,round,round_inclusion_proba\n"
+        "i0,1.0,1,1,1.0\ni1,0.5,1,0,0.5\ni2,0.25,0,0,0.25\ni3,0.25,0,0,0.25\n"
+    )
+    with pytest.raises(RunFolderError, match="'round' must be 0 exactly where 'selected' is 0"):
+        run.selection_rounds()

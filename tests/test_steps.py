@@ -8,7 +8,7 @@ import pytest
 
 from act_sklearn.review import ReviewFileError
 from act_sklearn.workflow.run_folder import RunFolder, RunFolderError
-from act_sklearn.workflow.steps import export, import_reviews, review_rows, select, train
+from act_sklearn.workflow.steps import export, import_reviews, review_rows, select, select_next_round, train
 
 CLASSES = ["pos", "neg"]
 
@@ -209,3 +209,77 @@ def test_train_refuses_items_without_a_common_input(tmp_path):
     select(folder, budget=1, explore=0.0)
     with pytest.raises(RunFolderError, match="a text for every item or an image for every item"):
         train(folder)
+
+
+def _answer(run, tmp_path, name, truth):
+    """Answer every item awaiting review with ``truth`` (item id -> label), through a sheet."""
+    sheet = tmp_path / name
+    assert export(run, sheet) >= 1
+    with open(sheet, newline="") as file:
+        ids = [row["item_id"] for row in csv.DictReader(file)]
+    sheet.write_text("item_id,label\n" + "".join(f"{i},{truth[i]}\n" for i in ids))
+    import_reviews(run, sheet)
+    return ids
+
+
+def test_review_in_rounds_draws_each_round_among_the_unanswered_items(run, tmp_path):
+    from act_sklearn import ACTSampler
+
+    truth = dict(zip(run.item_ids(), run.gold()))
+    select(run, budget=12, rounds=3, explore=0.2, random_state=5)
+    rounds, round_proba = run.selection_rounds()
+    assert run.selection()[1].sum() == 4 and set(rounds) == {0, 1}
+    with pytest.raises(RunFolderError, match=r"4 of the 4 items selected so far still wait for an answer"):
+        select_next_round(run)
+    first = _answer(run, tmp_path, "round1.csv", truth)
+    answers = run.reviews().copy()
+
+    drawn = select_next_round(run)
+    assert drawn.sum() == 4 and not any(drawn[run.item_ids().index(i)] for i in first)
+    assert run.reviews() == answers  # answered items untouched
+    inclusion_proba, selected = run.selection()
+    rounds, round_proba = run.selection_rounds()
+    assert selected.sum() == 8 and np.all(inclusion_proba[rounds == 1] == 1.0)
+    np.testing.assert_array_equal(inclusion_proba[rounds != 1], round_proba[rounds != 1])
+    assert np.all(inclusion_proba > 0)
+    # a partial answer: the next round waits, naming the command that imports the rest
+    ids = [i for i, d in zip(run.item_ids(), drawn) if d]
+    (tmp_path / "partial.csv").write_text(f"item_id,label\n{ids[0]},{truth[ids[0]]}\n")
+    import_reviews(run, tmp_path / "partial.csv")
+    with pytest.raises(RunFolderError, match=r"3 of the 8 items .*`act-sklearn import --run"):
+        select_next_round(run)
+    _answer(run, tmp_path, "round2.csv", truth)
+    # the same first round again is harmless and keeps round 2; another one is refused
+    before = _files(run)["selection.csv"]
+    select(run, budget=12, rounds=3, explore=0.2, random_state=5)
+    assert _files(run)["selection.csv"] == before
+    with pytest.raises(RunFolderError, match="another selection"):
+        select(run, budget=12, rounds=2, explore=0.2, random_state=5)
+    select_next_round(run)
+    with pytest.raises(RunFolderError, match="all 3 rounds"):
+        select_next_round(run)
+    rounds, _ = run.selection_rounds()
+    assert np.bincount(rounds).tolist() == [28, 4, 4, 4]
+
+    # the rounds are the ones ACTSampler draws in one go with the same answers
+    sampler = ACTSampler(budget=12, rounds=3, explore=0.2, random_state=5)
+    sampler.fit(run.error_proba(), run.gold(), machine_labels=run.machine_labels())
+    np.testing.assert_array_equal(rounds, sampler.round_)
+    np.testing.assert_allclose(run.selection()[0], sampler.inclusion_proba_)
+    np.testing.assert_allclose(run.selection_rounds()[1], sampler.round_inclusion_proba_)
+
+    _answer(run, tmp_path, "round3.csv", truth)
+    model = train(run)  # weights the earlier rounds' answers as certain
+    assert model.n_human_labels_ == 12
+    np.testing.assert_allclose(model.inclusion_proba_, run.selection()[0])
+    assert run.steps()["select"]["round_budgets"] == [4, 4, 4]
+
+
+def test_a_one_round_selection_has_no_next_round(run):
+    select(run, budget=5, random_state=0)
+    rounds, round_proba = run.selection_rounds()
+    np.testing.assert_array_equal(rounds, run.selection()[1].astype(int))
+    with pytest.raises(RunFolderError, match="drawn in one round"):
+        select_next_round(run)
+    with pytest.raises(ValueError, match="rounds=6 is more than the budget of 5"):
+        select(run, budget=5, rounds=6)

@@ -3,7 +3,8 @@
 Exit codes scripts can rely on:
   0  the step finished
   2  bad input: a file, a column, a label or a run folder that cannot be used
-     (the message names it and the fix; the run folder is left as it was)
+     (the message names it and the fix; the run folder is left as it was),
+     select --round among them while selected items still wait for answers
   3  some items got no usable LLM answer; the usable ones are cached, so running
      the same command again sends exactly the requests for the rest
      (or pass --on-error skip: people review those items first)
@@ -113,10 +114,35 @@ def cmd_criticize(args, run):
 
 
 def cmd_select(args, run):
-    from .steps import select
+    from .steps import select, select_next_round
 
-    sampler = select(run, budget=args.budget, rule=args.rule, explore=args.explore, random_state=args.seed)
-    print(f"selected {int(sampler.reviewed_.sum())} items for review -> {run.path / SELECTION}")
+    first_round = dict(budget=args.budget, rule=args.rule, explore=args.explore, seed=args.seed,
+                       rounds=args.rounds)
+    if args.round:
+        given = [f"--{name}" for name, value in first_round.items() if value is not None]
+        if given:
+            raise ValueError(f"select --round draws the next round with the first round's settings; drop "
+                             f"{', '.join(given)} (a new --run folder takes new ones).")
+        drawn = select_next_round(run)
+    else:
+        if args.budget is None:
+            raise ValueError("select needs --budget (or --round, to draw the next round of a selection in rounds).")
+        defaults = dict(rule="threshold", explore=DEFAULT_EXPLORE, seed=0, rounds=1)
+        settings = {name: defaults[name] if value is None else value for name, value in first_round.items()
+                    if name != "budget"}
+        drawn = select(run, budget=args.budget, rule=settings["rule"], explore=settings["explore"],
+                       random_state=settings["seed"], rounds=settings["rounds"]).reviewed_
+    record = run.steps()["select"]
+    rounds, number = record.get("rounds", 1), record.get("round", 1)
+    if rounds == 1:
+        print(f"selected {int(drawn.sum())} items for review -> {run.path / SELECTION}")
+        return
+    selected = run.selection()[1]
+    drawn = drawn if args.round else selected & (run.selection_rounds()[0] == 1)
+    print(f"selected {int(drawn.sum())} items for review in round {number} of {rounds} "
+          f"({int(selected.sum())} in all) -> {run.path / SELECTION}")
+    if number < rounds:
+        print(f"once their answers are imported, `act-sklearn select --run {run.path} --round` draws round {number + 1}")
 
 
 def cmd_export(args, run):
@@ -236,8 +262,8 @@ def build_parser():
     _llm_options(criticize_step, critic=True)
     criticize_step.add_argument("--instructions", help="the task in a sentence (default: the one annotate was given)")
 
-    select_step = step("select", "choose the items people review, within the budget")
-    _selection_options(select_step)
+    select_step = step("select", "choose the items people review, within the budget (in rounds with --rounds)")
+    _selection_options(select_step, rounds=True)
 
     export_step = step("export", "write the items awaiting review for reviewers")
     export_step.add_argument("--output", type=Path, required=True)
@@ -336,22 +362,38 @@ def _llm_options(sub, *, critic=False, model_default="gpt-4o-mini"):
     sub.add_argument("--price-output", type=float, help="$ per million completion tokens")
 
 
-def _selection_options(sub, *, budget_default=None):
+def _selection_options(sub, *, budget_default=None, rounds=False):
+    """The sampler's options; with ``rounds`` (select) also --rounds and --round, and no default filled in
+    here, so that ``select --round`` can refuse settings it would not use."""
     sub.add_argument(
         "--budget",
         type=_budget,
-        required=budget_default is None,
+        required=budget_default is None and not rounds,
         default=budget_default,
         help="reviews to spend: a number of items (20), a fraction (0.2) or a percentage (20%%)",
     )
-    sub.add_argument("--rule", choices=SAMPLING_RULES, default="threshold")
+    sub.add_argument("--rule", choices=SAMPLING_RULES, default=None if rounds else "threshold",
+                     help="the sampling rule (default threshold)")
     sub.add_argument(
         "--explore",
         type=float,
-        default=DEFAULT_EXPLORE,
+        default=None if rounds else DEFAULT_EXPLORE,
         help=f"share of the budget drawn uniformly, so the accuracy estimate has an interval (default {DEFAULT_EXPLORE})",
     )
-    sub.add_argument("--seed", type=int, default=0)
+    sub.add_argument("--seed", type=int, default=None if rounds else 0, help="random seed (default 0)")
+    if rounds:
+        sub.add_argument(
+            "--rounds",
+            type=_positive_int,
+            help="spend the budget in this many rounds (default 1): this draws the first; after the import of "
+            "its answers, --round draws the next from the criticizer recalibrated on them",
+        )
+        sub.add_argument(
+            "--round",
+            action="store_true",
+            help="draw the next round of a selection made with --rounds, among the items without an answer "
+            "(every item selected so far must have one)",
+        )
 
 
 def _confidence_option(sub):

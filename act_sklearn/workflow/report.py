@@ -24,6 +24,8 @@ def report(run, *, confidence=0.9):
 
     Selected items still awaiting an answer are treated as unreviewed, so the
     estimate covers the answers in hand; ``pending_reviews`` says how many are missing.
+    In rounds, the answers of earlier rounds count as certain (``inclusion_proba``
+    1 in ``selection.csv``) and the latest round's design carries the estimate.
 
     Parameters
     ----------
@@ -56,6 +58,8 @@ def report(run, *, confidence=0.9):
         budget=steps["select"]["budget"],
         rule=steps["select"]["rule"],
         explore=steps["select"]["explore"],
+        review_round=steps["select"].get("round", 1),  # reviews in rounds: the latest drawn, of how many
+        review_rounds=steps["select"].get("rounds", 1),
         human_labels=int(reviewed.sum()),
         pending_reviews=n_selected - int(reviewed.sum()),
         errors_found=int(np.sum(reviewed & (human != machine))),

@@ -11,7 +11,8 @@ Layout of a run folder::
     criticism.csv      item_id, error_proba                       (criticize; 1 where it failed)
     failures.csv       item_id, stage, reason                     (items with no usable answer:
                        with --on-error skip they are reviewed first)
-    selection.csv      item_id, inclusion_proba, selected         (select)
+    selection.csv      item_id, inclusion_proba, selected, round, (select; in rounds, select --round
+                       round_inclusion_proba                      adds each round: see below)
     reviews.csv        item_id, human_label, source               (import; only grows)
     model.joblib       the downstream model                       (train)
     report.json/.md    the report, with its plots as PNG          (report)
@@ -49,6 +50,16 @@ evaluate    train                            model.joblib    (held-out accuracie
 
 Answers fix the design they were drawn under: once ``reviews.csv`` holds answers,
 ``select`` refuses to write a different selection (see :func:`~.steps.select`).
+
+Review in rounds: ``select --rounds R`` draws the first round; once every item
+selected so far has an answer, ``select --round`` draws the next among the
+items without one (:func:`~.steps.select_next_round`). ``round`` is the round
+that drew each item (0: none) and ``round_inclusion_proba`` its probability in
+that round (for the others, the latest round's). ``inclusion_proba``, what the
+estimates and ``train`` weight by, is 1 for the items of earlier rounds and the
+latest round's probability for every other item: given the earlier answers,
+their items are known, and the latest round is a one-round design over the
+rest (:class:`~act_sklearn.ACTSampler`).
 """
 
 import csv
@@ -339,13 +350,37 @@ class RunFolder:
             raise RunFolderError(f"{self.path / SELECTION}: 'selected' must hold 0 or 1; run `act-sklearn select`.")
         return inclusion_proba, np.array(selected) == "1"
 
-    def write_selection(self, inclusion_proba, selected):
+    def write_selection(self, inclusion_proba, selected, *, rounds=None, round_inclusion_proba=None):
+        """Write ``selection.csv``; one round unless ``rounds`` (the round of each item, 0 for none) is given."""
+        rounds = np.asarray(selected, dtype=int) if rounds is None else rounds
+        round_inclusion_proba = inclusion_proba if round_inclusion_proba is None else round_inclusion_proba
         table = {
             "item_id": self.item_ids(),
             "inclusion_proba": [repr(float(p)) for p in inclusion_proba],
             "selected": [str(int(s)) for s in selected],
+            "round": [str(int(r)) for r in rounds],
+            "round_inclusion_proba": [repr(float(p)) for p in round_inclusion_proba],
         }
         self.write_table(SELECTION, table)
+
+    def selection_rounds(self):
+        """``(round, round_inclusion_proba)``: the round that drew each item (0: none), and its ``pi`` there.
+
+        A selection written before rounds existed is one round.
+        """
+        inclusion_proba, selected = self.selection()
+        if "round" not in self.read_table(SELECTION):
+            return selected.astype(int), inclusion_proba
+        try:
+            rounds = np.array(self._column(SELECTION, "round", "select"), dtype=int)
+        except ValueError:
+            raise RunFolderError(f"{self.path / SELECTION}: 'round' holds a non-integer; run `act-sklearn select`.") from None
+        round_proba = self._probabilities(SELECTION, "round_inclusion_proba", "select")
+        if not np.array_equal(rounds > 0, selected) or rounds.min() < 0:
+            raise RunFolderError(
+                f"{self.path / SELECTION}: 'round' must be 0 exactly where 'selected' is 0; run `act-sklearn select`."
+            )
+        return rounds, round_proba
 
     def selected_ids(self):
         _, selected = self.selection()

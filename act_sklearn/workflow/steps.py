@@ -1,4 +1,4 @@
-"""The steps of a labelling job on a run folder: annotate, criticize, select, export, import, train.
+"""The steps of a labelling job on a run folder: annotate, criticize, select (in rounds), export, import, train.
 
 Each step holds the run folder's lock while it writes, reads what earlier steps
 wrote through :class:`~.run_folder.RunFolder`'s typed accessors, checks everything
@@ -22,7 +22,8 @@ from ..review import (
     write_review_sheet,
 )
 from ..sampler import ACTSampler
-from ..stats.sampling import DEFAULT_EXPLORE
+from ..stats.recalibration import recalibrate_error_proba
+from ..stats.sampling import DEFAULT_EXPLORE, draw_round, resolve_budget, round_budgets, round_random_state
 from .run_folder import MODEL, ORACLE_REVIEW, RunFolderError
 
 EXPORT_FORMATS = ("csv", "jsonl", "label-studio")
@@ -161,29 +162,122 @@ def criticize(run, criticizer, *, force=False):
 
 
 @writes_run_folder
-def select(run, *, budget, rule="threshold", explore=DEFAULT_EXPLORE, random_state=0):
+def select(run, *, budget, rule="threshold", explore=DEFAULT_EXPLORE, random_state=0, rounds=1):
     """Draw the review sample from the criticizer's error probabilities; writes ``selection.csv``.
+
+    With ``rounds > 1`` this draws the first round, with its share of the
+    budget (:func:`~act_sklearn.stats.sampling.round_budgets`); once its
+    answers are in, :func:`select_next_round` draws the next.
 
     Once answers exist, the selection they were drawn under is final: the
     estimates weight each answer by the inclusion probability it had. Drawing
-    the same selection again is harmless; any other is refused.
+    the same selection again is harmless (in rounds: the same first round,
+    and the later rounds are kept); any other is refused.
     """
     run.require("criticize")
-    sampler = ACTSampler(budget=budget, rule=rule, explore=explore, random_state=random_state)
-    failed = set(run.failures())  # reviewed first, within the budget
-    sampler.fit(run.error_proba(), must_review=[item in failed for item in run.item_ids()])
+    error_proba = run.error_proba()
+    shares = round_budgets(resolve_budget(budget, error_proba.size), rounds)
+    sampler = ACTSampler(budget=shares[0], rule=rule, explore=explore, random_state=random_state)
+    sampler.fit(error_proba, must_review=_must_review(run))
+    config = dict(budget=budget, rule=rule, explore=explore, random_state=random_state, rounds=rounds)
     if run.reviews():
         inclusion_proba, selected = run.selection()
-        if not (np.array_equal(selected, sampler.reviewed_) and np.allclose(inclusion_proba, sampler.inclusion_proba_)):
+        drawn_round, round_proba = run.selection_rounds()
+        first = drawn_round == 1
+        if drawn_round.max() > 1:  # later rounds drawn: the same first round keeps them
+            same = run.steps()["select"]["config"] == config and np.array_equal(first, sampler.reviewed_)
+            same = same and np.allclose(round_proba[first], sampler.inclusion_proba_[first])
+        else:
+            same = np.array_equal(selected, sampler.reviewed_) and np.allclose(inclusion_proba, sampler.inclusion_proba_)
+        if not same:
             raise RunFolderError(
                 f"{run.path} already holds answers to another selection (made with "
                 f"{run.steps()['select']['config']}); a new one would change the design they were drawn under. "
                 "Start a new --run folder to try other settings or another criticizer."
             )
+        if drawn_round.max() > 1:
+            return sampler
     run.write_selection(sampler.inclusion_proba_, sampler.reviewed_)
-    config = dict(budget=budget, rule=rule, explore=explore, random_state=random_state)
-    run.finish_step("select", config=config, **config, n_selected=int(sampler.reviewed_.sum()))
+    run.finish_step("select", config=config, **config, n_selected=int(sampler.reviewed_.sum()), round=1,
+                    round_budgets=[int(shares[0])])
     return sampler
+
+
+@writes_run_folder
+def select_next_round(run):
+    """Draw the next round of a selection made with ``select(..., rounds=R)``; rewrites ``selection.csv``.
+
+    Every item selected so far must have its answer. The criticizer is
+    recalibrated on them (:func:`~act_sklearn.stats.recalibration.recalibrate_error_proba`,
+    weighted by ``1 / pi`` of the round that drew each), and the round's share of
+    the budget, with whatever earlier rounds left unspent, is drawn among the
+    items without an answer, with the rule, exploration and seed of the first
+    round. Answered items are never drawn again, and keep their answers; their
+    ``inclusion_proba`` becomes 1 (certainty units of the new round's design,
+    see :class:`~act_sklearn.ACTSampler`). It is the round that
+    ``ACTSampler(rounds=R, random_state=seed)`` draws in one go with the same
+    answers.
+
+    Returns
+    -------
+    drawn : ndarray of bool, shape (n_samples,)
+        The items the new round selected.
+    """
+    run.require("select")
+    record = run.steps()["select"]
+    config = record["config"]
+    rounds, done = config.get("rounds", 1), record.get("round", 1)
+    if rounds == 1:
+        raise RunFolderError(
+            f"{run.path}: this selection was drawn in one round, so it has no next round. To review in "
+            "rounds, start a new --run folder and select with --rounds R (R rounds)."
+        )
+    if done >= rounds:
+        raise RunFolderError(
+            f"{run.path}: all {rounds} rounds of the selection are drawn; import their answers, then train "
+            "or report."
+        )
+    ids = run.item_ids()
+    _, selected = run.selection()
+    drawn_round, round_proba = run.selection_rounds()
+    answers = run.reviews()
+    waiting = [item for item, chosen in zip(ids, selected) if chosen and item not in answers]
+    if waiting:
+        raise RunFolderError(
+            f"{run.path}: {len(waiting)} of the {int(selected.sum())} items selected so far still wait for an "
+            f"answer (the first: {waiting[0]!r}), and round {done + 1} is drawn from the criticizer recalibrated on "
+            f"all their answers. Export them "
+            f"with `act-sklearn export --run {run.path} --output FILE`, and bring the answers in with "
+            f"`act-sklearn import --run {run.path} FILE` first."
+        )
+    error_proba, machine = run.error_proba(), run.machine_labels()
+    shares = round_budgets(resolve_budget(config["budget"], len(ids)), rounds)
+    left = len(ids) - int(selected.sum())
+    budget = min(sum(shares[: done + 1]) - int(selected.sum()), left)  # unspent shares carry forward
+    if budget < 1:
+        raise RunFolderError(f"{run.path}: the budget is spent, or every item has an answer; train or report.")
+    human = np.array([answers.get(item, label) for item, label in zip(ids, machine)], dtype=object)
+    weights = np.divide(1.0, round_proba, out=np.zeros(len(ids)), where=selected)
+    scores = recalibrate_error_proba(error_proba, machine, selected & (machine != human), selected, weights)
+    number = done + 1
+    state = round_random_state(config["random_state"], number, None)
+    proba, drawn = draw_round(
+        scores, budget, reviewed=selected, random_state=state, must_review=_must_review(run),
+        rule=config["rule"], explore=config["explore"],
+    )
+    drawn_round = np.where(drawn, number, drawn_round)
+    round_proba = np.where(selected, round_proba, proba)
+    run.write_selection(np.where(selected, 1.0, proba), selected | drawn, rounds=drawn_round,
+                        round_inclusion_proba=round_proba)
+    run.finish_step("select", config=config, **config, n_selected=int((selected | drawn).sum()), round=number,
+                    round_budgets=[*record.get("round_budgets", []), int(budget)])
+    return drawn
+
+
+def _must_review(run):
+    """Items without a usable LLM answer: reviewed first, within the budget."""
+    failed = set(run.failures())
+    return np.array([item in failed for item in run.item_ids()], dtype=bool)
 
 
 def review_rows(run, *, pending_only=True):
