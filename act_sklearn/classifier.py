@@ -14,6 +14,7 @@ from sklearn.utils.validation import check_consistent_length, check_is_fitted, c
 from ._sklearn_compat import (
     HasMethods,
     Interval,
+    StrOptions,
     _check_method_params,
     _fit_context,
     _num_samples,
@@ -122,9 +123,14 @@ class ACTClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         Chooses the items to review (simulation mode); None means ``ACTSampler()``.
         ``set_params(sampler__budget=...)`` (and so ``GridSearchCV``) works on the
         default too.
-    power : float in [0, 1], default=1.0
+    power : float in [0, 1] or "auto", default=1.0
         Weight of the machine-label term of the ACT loss; 0 trains on the
-        inverse-probability-weighted human labels alone.
+        inverse-probability-weighted human labels alone, 1 is the ACT paper's
+        loss. ``"auto"`` tunes it to minimise the variance of the estimate
+        (PPI++; :func:`act_sklearn.stats.estimating_equation.tuned_power`):
+        ``ACTLogisticRegression`` and ``ACTNeuralNetClassifier`` do it in
+        ``fit``; any other estimator gets 1 when every reviewed item had
+        ``pi = 1`` and cannot train on the design otherwise.
     classes : array-like or None, default=None
         The label set. Labels outside it raise an error. Defaults to the
         annotator's ``classes_`` if it has them, else anything goes.
@@ -154,6 +160,9 @@ class ACTClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     label_accuracy_ : LabelAccuracyEstimate
         Estimated accuracy of ``final_labels_`` with a confidence interval (only
         errors found when some item had ``inclusion_proba`` 0).
+    power_ : float or None
+        The power the estimator trained with (tuned when ``power="auto"``);
+        None in the full-human reference.
     n_features_in_ : int
         Number of features seen by ``estimator_`` (when it records it).
     annotator_, criticizer_ : estimator
@@ -196,7 +205,7 @@ class ACTClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         "annotator": [HasMethods(["predict"]), None],
         "criticizer": [HasMethods(["predict_error_proba"]), None],
         "sampler": [HasMethods(["fit"]), None],
-        "power": [Interval(numbers.Real, 0, 1, closed="both")],
+        "power": [Interval(numbers.Real, 0, 1, closed="both"), StrOptions({"auto"})],
         "classes": ["array-like", None],
         "confidence": [Interval(numbers.Real, 0, 1, closed="neither")],
     }
@@ -285,7 +294,7 @@ class ACTClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         elif inclusion_proba is not None:
             self._design_production(y, error_proba, inclusion_proba, n_samples)
         else:
-            self._design_simulation(y, error_proba, n_samples, must_review=failed)
+            self._design_simulation(y, error_proba, n_samples, must_review=failed, machine_labels=machine_labels)
         if unlabelled.any():
             # a reviewed item's machine term cancels (weight 1 - 1/pi = 0 at pi = 1), so any class
             # stands in for its missing label; an unreviewed one has no label to train on at all
@@ -321,6 +330,7 @@ class ACTClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             X, human_labels, machine_labels = _safe_indexing(X, rows), human_labels[rows], machine_labels[rows]
             weights = weights[rows]
         if machine_labels is None:
+            self.power_ = None
             self.estimator_.fit(X, human_labels, **estimator_params)
         else:
             self._fit_estimator(X, human_labels, machine_labels, weights, estimator_params)
@@ -437,12 +447,19 @@ class ACTClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         self.reviewed_ = y != UNLABELED
         self.inclusion_proba_ = inclusion_proba
 
-    def _design_simulation(self, y, error_proba, n_samples, must_review):
+    def _design_simulation(self, y, error_proba, n_samples, must_review, machine_labels):
         if error_proba is None:
             error_proba = np.full(n_samples, 0.5)  # no critic: review a uniform sample
         else:
             self.error_proba_ = error_proba = self._checked_error_proba(error_proba, n_samples)
-        self.sampler_ = clone(self._default("sampler")).fit(error_proba, must_review=must_review)
+        sampler = clone(self._default("sampler"))
+        if getattr(sampler, "rounds", 1) > 1:
+            # review in rounds: each round recalibrates the criticizer on the answers so far, so the
+            # sampler reads the gold labels of the items it has drawn (y as the reviewers)
+            sampler.fit(error_proba, y, must_review=must_review, machine_labels=machine_labels)
+        else:
+            sampler.fit(error_proba, must_review=must_review)
+        self.sampler_ = sampler
         self.reviewed_ = np.asarray(self.sampler_.reviewed_, dtype=bool)
         self.inclusion_proba_ = np.asarray(self.sampler_.inclusion_proba_, dtype=float)
         unlabeled = self.reviewed_ & (y == UNLABELED)
@@ -495,8 +512,13 @@ class ACTClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             design = {"machine_labels": machine_labels, "act_weight": weights, "power": self.power}
             design = {design_prefix + name: value for name, value in design.items()}
             self.estimator_.fit(X, human_labels, **design, **estimator_params)
+            learner = self.estimator_[-1] if isinstance(self.estimator_, Pipeline) else self.estimator_
+            self.power_ = getattr(learner, "power_", self.power)
             return
-        machine_coef, human_coef = act_coefficients(weights, self.power)
+        # with certainty reviews only (pi = 1) there is no design variance and "auto" is 1
+        # (tuned_power); otherwise a plain estimator cannot take the negative weights of lam > 0
+        self.power_ = 1.0 if self.power == "auto" else self.power
+        machine_coef, human_coef = act_coefficients(weights, self.power_)
         machine_rows = np.flatnonzero(machine_coef != 0)
         human_rows = np.flatnonzero(human_coef != 0)
         rows = np.concatenate([machine_rows, human_rows])

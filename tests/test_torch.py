@@ -172,6 +172,27 @@ def test_act_classifier_trains_the_net_on_the_act_design(job, device, clip):
     assert np.all(np.isfinite(act.estimator_.history[:, "train_loss"]))
 
 
+def test_auto_power_is_tuned_on_the_last_layer_and_the_net_trained_again(job):
+    X, y, machine, error_proba = job
+    sampler = ACTSampler(budget=0.3, rule="normalize", explore=0.2, random_state=0)
+    torch.manual_seed(0)
+    act = ACTClassifier(make_net(max_epochs=8), sampler=sampler, power="auto")
+    act.fit(X, y, machine_labels=machine, error_proba=error_proba)
+    # heavy weights on a 25%-wrong annotator: the variance-minimising power is well below the paper's 1
+    assert 0.0 <= act.power_ < 0.9 and act.estimator_.power_ == act.power_
+    assert len(act.estimator_.history) == 8  # the second training started from scratch
+    assert act.score(X, y) > np.mean(machine == y) + 0.1
+    # a module that does not end in a Linear onto the classes is tuned on the logits' bias
+    module = torch.nn.Sequential(
+        torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 20), torch.nn.MaxPool1d(2)
+    )
+    design = make_net(module=module, max_epochs=1).fit(
+        X, np.where(act.reviewed_, y, -1), machine_labels=machine, act_weight=1 / act.inclusion_proba_ * act.reviewed_,
+        power="auto",
+    )
+    assert 0.0 <= design.power_ <= 1.0
+
+
 def test_production_mode_and_full_human_reference(job):
     X, y, machine, error_proba = job
     sampler = ACTSampler(budget=0.2, rule="sigmoid", explore=0.2, random_state=1).fit(error_proba)
@@ -258,7 +279,7 @@ def test_warm_start_and_partial_fit_keep_the_label_set(job):
         (dict(act_weight=None), "together"),
         (dict(act_weight=-np.ones(1797)), "non-negative"),
         (dict(act_weight=np.ones(5)), "one entry per sample"),
-        (dict(power=1.5), "power must lie in"),
+        (dict(power=1.5), "power must be a float in"),
         (dict(y=np.eye(10)[np.arange(1797) % 10]), "1-d labels"),
     ],
 )

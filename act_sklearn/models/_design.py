@@ -32,6 +32,16 @@ def check_act_design(y, machine_labels, act_weight, power):
         )
     if not (np.all(np.isfinite(act_weight)) and np.all(act_weight >= 0)):
         raise ValueError("act_weight must be finite and non-negative (xi / pi).")
-    if not (isinstance(power, numbers.Real) and 0 <= power <= 1):
-        raise ValueError(f"power must lie in [0, 1]; got {power!r}.")
+    check_power(power)
     return machine_labels, act_weight, act_weight > 0
+
+
+def check_power(power):
+    """``power`` is a float in [0, 1] or "auto" (tuned from the data)."""
+    if isinstance(power, str) and power == "auto":
+        return
+    if not (isinstance(power, numbers.Real) and not isinstance(power, bool) and 0 <= power <= 1):
+        raise ValueError(
+            f"power must be a float in [0, 1] (1 is the ACT paper's loss, 0 trains on the "
+            f"weighted human labels alone) or 'auto' (tuned to minimise the estimate's variance); got {power!r}."
+        )

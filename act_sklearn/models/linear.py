@@ -2,10 +2,12 @@
 
 import numbers
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import expit, softmax
+from scipy.stats import norm
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.multiclass import check_classification_targets
@@ -15,8 +17,20 @@ from sklearn.utils.validation import (
 )
 
 from .._sklearn_compat import Interval, LinearClassifierMixin, _check_sample_weight, _fit_context
+from ..stats.estimating_equation import DENSE_LIMIT, SoftmaxDesign, act_covariance, tuned_power
 from ..stats.loss import SoftTargetCrossEntropy, act_soft_targets
 from ._design import check_act_design
+
+
+@dataclass(frozen=True)
+class CoefficientIntervals:
+    """Confidence intervals for the coefficients and intercepts of :class:`ACTLogisticRegression`."""
+
+    coef_low: np.ndarray
+    coef_high: np.ndarray
+    intercept_low: np.ndarray
+    intercept_high: np.ndarray
+    confidence: float
 
 
 class ACTLogisticRegression(LinearClassifierMixin, ClassifierMixin, BaseEstimator):
@@ -55,6 +69,17 @@ class ACTLogisticRegression(LinearClassifierMixin, ClassifierMixin, BaseEstimato
         Intercepts (zeros when ``fit_intercept=False``).
     n_iter_ : ndarray of shape (1,)
         Number of L-BFGS iterations run.
+    power_ : float or None
+        The power the ACT design was trained with (tuned with ``power="auto"``);
+        None on ordinary labels.
+    coef_covariance_ : ndarray of shape (n_params, n_params) or None
+        ACT design only: covariance of the parameters (each class row's
+        coefficients then its intercept, flattened) around the full-human fit on
+        the same items, under the review design; None on ordinary labels or
+        above ``DENSE_LIMIT`` (1000) parameters. See :meth:`coef_ci`.
+    coef_covariance_population_ : ndarray of shape (n_params, n_params) or None
+        The same around the population coefficients (adds the full-human fit's
+        own sandwich variance).
     objective_ : float
         Value of the objective (Notes) at the solution.
     intercept_penalized_ : bool
@@ -125,8 +150,12 @@ class ACTLogisticRegression(LinearClassifierMixin, ClassifierMixin, BaseEstimato
             The annotator's labels. Pass with ``act_weight`` to train on the ACT design.
         act_weight : array-like of shape (n_samples,), default=None
             ``xi / pi`` (see :func:`act_sklearn.stats.act_weights`); 0 for unreviewed items.
-        power : float in [0, 1], default=1.0
-            Weight of the machine-label term.
+        power : float in [0, 1] or "auto", default=1.0
+            Weight ``lam`` of the machine-label term (1 is the ACT paper's loss).
+            ``"auto"`` fits at ``lam = 1``, estimates the ``lam`` that minimises
+            the variance of the estimating equation under the design
+            (:func:`act_sklearn.stats.estimating_equation.tuned_power`), and
+            refits with it; ``power_`` records the value used.
 
         Returns
         -------
@@ -136,8 +165,35 @@ class ACTLogisticRegression(LinearClassifierMixin, ClassifierMixin, BaseEstimato
             self, X, y, accept_sparse=["csr", "csc"], dtype=np.float64, y_numeric=False
         )
         sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
-        targets = self._targets(y, machine_labels, act_weight, power)
+        codes = self._label_codes(y, machine_labels, act_weight, power)
+        self.power_ = self.coef_covariance_ = self.coef_covariance_population_ = None
+        if not isinstance(codes, tuple):  # ordinary labels
+            targets = np.zeros((y.size, self.classes_.size))
+            targets[np.arange(y.size), codes] = 1.0
+            self._solve(X, targets, sample_weight)
+            return self
 
+        machine_codes, human_codes, act_weight = codes
+        power_used = 1.0 if power == "auto" else float(power)
+        targets = act_soft_targets(
+            machine_codes, human_codes, act_weight, self.classes_.size, power_used, self.clip
+        )
+        self._solve(X, targets, sample_weight)
+        if power == "auto":
+            # PPI++: the power that minimises the estimated variance at the lam = 1 fit, then refit
+            power_used = tuned_power(self._softmax_design(X, codes, sample_weight))
+            targets = act_soft_targets(
+                machine_codes, human_codes, act_weight, self.classes_.size, power_used, self.clip
+            )
+            self._solve(X, targets, sample_weight, start=self._params())
+        self.power_ = power_used
+        design = self._softmax_design(X, codes, sample_weight)
+        if design.n_params <= DENSE_LIMIT:
+            self.coef_covariance_, self.coef_covariance_population_ = act_covariance(design, power_used)
+        return self
+
+    def _solve(self, X, targets, sample_weight, start=None):
+        """Minimise the objective (Notes) for fixed targets; sets the fitted parameters."""
         n_features = X.shape[1]
         n_rows = 1 if self.classes_.size == 2 else self.classes_.size
         n_params = n_features + int(self.fit_intercept)
@@ -168,7 +224,7 @@ class ACTLogisticRegression(LinearClassifierMixin, ClassifierMixin, BaseEstimato
 
         result = minimize(
             objective,
-            np.zeros(n_rows * n_params),
+            np.zeros(n_rows * n_params) if start is None else start,
             method="L-BFGS-B",
             jac=True,
             options={
@@ -191,10 +247,36 @@ class ACTLogisticRegression(LinearClassifierMixin, ClassifierMixin, BaseEstimato
         )
         self.n_iter_ = np.array([result.nit])
         self.objective_ = float(result.fun)
-        return self
 
-    def _targets(self, y, machine_labels, act_weight, power):
-        """Set ``classes_`` and build one-hot or signed soft targets."""
+    def _params(self):
+        """The fitted parameters flattened class by class: coefficients, then the intercept."""
+        if not self.fit_intercept:
+            return self.coef_.ravel().copy()
+        return np.hstack([self.coef_, self.intercept_[:, None]]).ravel()
+
+    def _softmax_design(self, X, codes, sample_weight):
+        machine_codes, human_codes, act_weight = codes
+        ridge = np.full(X.shape[1] + int(self.fit_intercept), 1.0 / self.C)
+        if self.fit_intercept and not self.intercept_penalized_:
+            ridge[-1] = 0.0
+        return SoftmaxDesign(
+            X,
+            self.predict_proba(X),
+            machine_codes,
+            human_codes,
+            act_weight,
+            sample_weight=sample_weight,
+            free_classes=slice(1, 2) if self.classes_.size == 2 else slice(None),
+            fit_intercept=self.fit_intercept,
+            ridge=ridge,
+        )
+
+    def _label_codes(self, y, machine_labels, act_weight, power):
+        """Set ``classes_``; return the class indices of ``y``, or the ACT design.
+
+        The design is a tuple ``(machine_codes, human_codes, act_weight)`` of
+        class indices into ``classes_`` (``human_codes`` 0 where unreviewed).
+        """
         machine_labels, act_weight, reviewed = check_act_design(y, machine_labels, act_weight, power)
         if machine_labels is None:
             check_classification_targets(y)
@@ -204,9 +286,7 @@ class ACTLogisticRegression(LinearClassifierMixin, ClassifierMixin, BaseEstimato
                     "ACTLogisticRegression needs samples of at least 2 classes, but the data "
                     f"contains only one class: {self.classes_[0]!r}."
                 )
-            targets = np.zeros((codes.size, self.classes_.size))
-            targets[np.arange(codes.size), codes] = 1.0
-            return targets
+            return codes
 
         self.classes_ = np.unique(np.concatenate([machine_labels, y[reviewed]]))
         check_classification_targets(self.classes_)
@@ -218,9 +298,7 @@ class ACTLogisticRegression(LinearClassifierMixin, ClassifierMixin, BaseEstimato
         machine_codes = np.searchsorted(self.classes_, machine_labels)
         human_codes = np.zeros_like(machine_codes)
         human_codes[reviewed] = np.searchsorted(self.classes_, y[reviewed])
-        return act_soft_targets(
-            machine_codes, human_codes, act_weight, self.classes_.size, power, self.clip
-        )
+        return machine_codes, human_codes, act_weight
 
     @staticmethod
     def _logits(scores):
@@ -255,3 +333,120 @@ class ACTLogisticRegression(LinearClassifierMixin, ClassifierMixin, BaseEstimato
     def predict_log_proba(self, X):
         """Logarithm of :meth:`predict_proba`."""
         return np.log(self.predict_proba(X))
+
+    def _covariance(self, population):
+        check_is_fitted(self)
+        covariance = self.coef_covariance_population_ if population else self.coef_covariance_
+        if covariance is None:
+            if self.power_ is None:
+                raise ValueError(
+                    "intervals are for a fit on the ACT design: pass machine_labels and act_weight to fit "
+                    "(ACTClassifier does) so that the review design's uncertainty is known."
+                )
+            raise ValueError(
+                f"intervals need the dense covariance, computed only up to {DENSE_LIMIT} parameters; this model "
+                f"has {self._params().size}. Reduce the features (for example with PCA)."
+            )
+        return covariance
+
+    def confidence_interval(self, function, confidence=0.9, *, population=False):
+        """Interval for any smooth function of the fitted parameters (delta method).
+
+        Parameters
+        ----------
+        function : callable
+            ``function(coef, intercept) -> array``, with arrays shaped like
+            ``coef_`` and ``intercept_``.
+        confidence : float in (0, 1), default=0.9
+        population : bool, default=False
+            False: the uncertainty about what the full-human fit on the same items
+            would give (only the review design is random). True: about the
+            population value (the items are a sample too).
+
+        Returns
+        -------
+        estimate, low, high : ndarrays shaped like ``function``'s output
+        """
+        if not 0 < confidence < 1:
+            raise ValueError(f"confidence must lie in (0, 1); got {confidence!r}.")
+        covariance = self._covariance(population)
+        params = self._params()
+        n_rows, n_features = self.coef_.shape
+
+        def evaluate(flat):
+            matrix = flat.reshape(n_rows, -1)
+            intercept = matrix[:, n_features] if self.fit_intercept else np.zeros(n_rows)
+            return np.asarray(function(matrix[:, :n_features], intercept), dtype=float)
+
+        estimate = evaluate(params)
+        # central differences: one pair of evaluations per parameter
+        steps = 1e-5 * np.maximum(1.0, np.abs(params))
+        jacobian = np.empty((estimate.size, params.size))
+        for j, step in enumerate(steps):
+            shifted = params.copy()
+            shifted[j] += step
+            upper = evaluate(shifted).ravel()
+            shifted[j] -= 2 * step
+            jacobian[:, j] = (upper - evaluate(shifted).ravel()) / (2 * step)
+        variance = np.einsum("ij,jk,ik->i", jacobian, covariance, jacobian)
+        half_width = norm.ppf(0.5 + confidence / 2) * np.sqrt(np.maximum(variance, 0.0))
+        half_width = half_width.reshape(estimate.shape)
+        return estimate, estimate - half_width, estimate + half_width
+
+    def coef_ci(self, confidence=0.9, *, population=False):
+        """Confidence intervals for ``coef_`` and ``intercept_`` under the ACT design.
+
+        From the sandwich covariance ``H^-1 V H^-1`` of the ACT estimating
+        equation (:mod:`act_sklearn.stats.estimating_equation`).
+
+        Parameters
+        ----------
+        confidence : float in (0, 1), default=0.9
+        population : bool, default=False
+            See :meth:`confidence_interval`.
+
+        Returns
+        -------
+        CoefficientIntervals
+            ``coef_low``, ``coef_high`` (shaped like ``coef_``), ``intercept_low``,
+            ``intercept_high`` (shaped like ``intercept_``) and ``confidence``.
+        """
+        if not 0 < confidence < 1:
+            raise ValueError(f"confidence must lie in (0, 1); got {confidence!r}.")
+        standard_error = np.sqrt(np.maximum(np.diag(self._covariance(population)), 0.0))
+        half_width = norm.ppf(0.5 + confidence / 2) * standard_error
+        params = self._params()
+        n_rows, n_features = self.coef_.shape
+        low = (params - half_width).reshape(n_rows, -1)
+        high = (params + half_width).reshape(n_rows, -1)
+        if self.fit_intercept:
+            intercept_low, intercept_high = low[:, n_features], high[:, n_features]
+        else:
+            intercept_low = intercept_high = np.zeros(n_rows)
+        return CoefficientIntervals(
+            low[:, :n_features], high[:, :n_features], intercept_low, intercept_high, confidence
+        )
+
+    def predict_proba_ci(self, X, confidence=0.9, *, population=False):
+        """Class probabilities with pointwise confidence intervals (delta method).
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        confidence : float in (0, 1), default=0.9
+        population : bool, default=False
+            See :meth:`confidence_interval`.
+
+        Returns
+        -------
+        proba, low, high : ndarrays of shape (n_samples, n_classes)
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, accept_sparse=["csr", "csc"], dtype=np.float64, reset=False)
+
+        def probabilities(coef, intercept):
+            scores = np.asarray(X @ coef.T) + intercept
+            return softmax(self._logits(scores), axis=1)
+
+        proba, low, high = self.confidence_interval(probabilities, confidence, population=population)
+        return proba, np.clip(low, 0.0, 1.0), np.clip(high, 0.0, 1.0)

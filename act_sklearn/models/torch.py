@@ -23,6 +23,7 @@ from skorch.classifier import NeuralNetClassifier
 from skorch.dataset import ValidSplit
 from skorch.utils import to_numpy
 
+from ..stats.estimating_equation import SoftmaxDesign, tuned_power
 from ..stats.loss import act_soft_targets
 from ._design import check_act_design
 
@@ -121,6 +122,9 @@ class ACTNeuralNetClassifier(NeuralNetClassifier):
     classes_ : ndarray of shape (n_classes,)
         Class labels; column ``k`` of ``predict_proba`` is ``classes_[k]``.
     module_, optimizer_, criterion_, history_ : skorch's fitted components.
+    power_ : float or None
+        The power trained with under the ACT design (tuned with ``power="auto"``);
+        None on ordinary labels.
 
     Notes
     -----
@@ -175,6 +179,9 @@ class ACTNeuralNetClassifier(NeuralNetClassifier):
         y, machine_labels, act_weight, power
             The labels and the ACT design, as in :meth:`ACTLogisticRegression.fit
             <act_sklearn.ACTLogisticRegression.fit>` (``y`` is read only where ``act_weight > 0``).
+            ``power="auto"`` trains at ``lam = 1``, tunes ``lam`` on the last
+            ``Linear`` layer (its inputs as features: the PPI++ plug-in of a
+            linear softmax model on them) and trains again from scratch with it.
         **fit_params : dict
             Passed to the module's ``forward`` and to ``train_split``, as in skorch.
 
@@ -182,6 +189,17 @@ class ACTNeuralNetClassifier(NeuralNetClassifier):
         -------
         self : object
         """
+        tune = isinstance(power, str) and power == "auto" and machine_labels is not None
+        self.power_ = None if machine_labels is None else (1.0 if tune else power)
+        self._fit_from_start(X, y, machine_labels, act_weight, self.power_, fit_params)
+        if tune:
+            # PPI++ on the last layer: the power that minimises the variance of its
+            # estimating equation at the lam = 1 fit; then train again from scratch
+            self.power_ = tuned_power(self._last_layer_design(X, y, machine_labels, act_weight))
+            self._fit_from_start(X, y, machine_labels, act_weight, self.power_, fit_params)
+        return self
+
+    def _fit_from_start(self, X, y, machine_labels, act_weight, power, fit_params):
         if not self.warm_start or not self.initialized_:
             self.initialize()
             self.__dict__.pop("classes_inferred_", None)  # a fresh fit learns the label set anew
@@ -190,9 +208,45 @@ class ACTNeuralNetClassifier(NeuralNetClassifier):
             y,
             machine_labels=machine_labels,
             act_weight=act_weight,
-            power=power,
+            power=1.0 if power is None else power,
             _routing_method="fit",
             **fit_params,
+        )
+
+    def _last_layer_design(self, X, y, machine_labels, act_weight):
+        """The ACT design of the last ``Linear`` layer, on the inputs it receives.
+
+        A network whose last layer is not a ``Linear`` onto the classes is
+        treated as a bias on the logits (gradients ``p - onehot`` alone).
+        """
+        linear_layers = [m for m in self.module_.modules() if isinstance(m, torch.nn.Linear)]
+        last = linear_layers[-1] if linear_layers else None
+        captured = []
+        if last is not None and last.out_features == self.classes_.size:
+            handle = last.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0].detach()))
+        else:
+            handle = None
+        try:
+            proba = self.predict_proba(X)
+        finally:
+            if handle is not None:
+                handle.remove()
+        if captured:
+            features, fit_intercept = to_numpy(torch.cat(captured)).astype(float), last.bias is not None
+        else:
+            features, fit_intercept = np.zeros((proba.shape[0], 0)), True
+        y = np.asarray(to_numpy(y) if torch.is_tensor(y) else y)
+        machine_labels, act_weight, reviewed = check_act_design(y, machine_labels, act_weight, "auto")
+        human_codes = np.zeros(y.shape[0], dtype=np.int64)
+        human_codes[reviewed] = self._codes(y[reviewed], "y (reviewed items)")
+        return SoftmaxDesign(
+            features,
+            proba,
+            self._codes(machine_labels, "machine_labels"),
+            human_codes,
+            act_weight,
+            fit_intercept=fit_intercept,
+            ridge=1e-8 * proba.shape[0],
         )
 
     def partial_fit(
