@@ -2,34 +2,38 @@
 
 Run it with::
 
-    python benchmarks/quality.py                 # full run: 6.5 min on 2 idle cores
-    python benchmarks/quality.py --quick         # 5000-item pool, one seed, ~20 s
-    python benchmarks/quality.py --output quality.md
+    python benchmarks/quality.py                        # every task, 3 seeds
+    python benchmarks/quality.py --quick                # 5000-item Fashion-MNIST pool, one seed
+    python benchmarks/quality.py --tasks digits digits-mlp --output quality.md
 
 Protocol (shared with ``examples/act_fashion_mnist.py``, whose ``build_act_task``
 this script imports):
 
 * **Data**: Fashion-MNIST (official train split for the seed sets and the pool:
   all 59,000 train images outside the seed sets, ``--pool-size`` for fewer; the
-  official 10,000-image test split for the downstream accuracy) and
-  scikit-learn's digits (a random 400-item test split, the rest for seeds and pool).
-* **Annotator**: a logistic regression on raw pixels trained on a small,
-  class-balanced human seed set; its predictions on the pool are the machine
-  labels. No synthetic label flipping anywhere.
+  official 10,000-image test split for the downstream accuracy); scikit-learn's
+  digits (a random 400-item test split, the rest for seeds and pool); 20
+  Newsgroups (the eight groups of the demo, official train and test splits,
+  TF-IDF reduced to 100 SVD components fitted on the train posts, no labels).
+* **Annotator**: a logistic regression trained on a small, class-balanced human
+  seed set; its predictions on the pool are the machine labels. No synthetic
+  label flipping anywhere.
 * **Criticizer**: a random forest (another model family) trained on a second,
   disjoint seed set; ``ClassifierCriticizer`` gives
   ``error_proba = 1 - P_forest(machine label | x)``.
 * **Downstream**: ``ACTLogisticRegression`` on standardized features (50 PCA
-  components fitted on the pool without labels for Fashion-MNIST, the 64 pixels
-  for digits), trained by ``ACTClassifier`` in simulation mode: the gold labels
-  act as the reviewers and are read only where sampled.
-* **Methods**: each sampling rule (threshold, normalize, sigmoid) with
-  ``explore=0`` and ``explore=0.1``; "random" reviews a uniform random sample (no
-  criticizer: ``ACTClassifier`` without ``error_proba``). References: training on
-  all gold labels (full human) and on the machine labels alone (full machine).
-  For every run the same downstream model is also refitted, unweighted, on the
-  run's final labels (human where reviewed, machine elsewhere), which separates
-  what the review sample buys from what the ACT loss weighting does with it.
+  components for Fashion-MNIST, the 64 pixels for digits, the 100 SVD components
+  for 20 Newsgroups), and for ``digits-mlp`` an ``ACTNeuralNetClassifier``
+  (64-64-10 MLP, Adam), trained on the ACT design of an ``ACTSampler`` draw (what
+  ``ACTClassifier`` does in simulation mode): the gold labels act as the
+  reviewers and are read only where sampled.
+* **Methods**: every sampling rule (threshold, normalize, sigmoid, sqrt) with
+  ``explore=0`` and ``explore=0.1``, review in 2 and 4 rounds (threshold,
+  explore 0.1, the same total budget); "random" reviews a uniform sample.
+* **Losses**: every run's review sample trains the downstream model with each
+  loss of ``LOSSES``: the ACT paper's (power 1, no clip), ``clip=1``,
+  ``power="auto"`` and both. References: all gold labels (full human) and the
+  machine labels alone (full machine).
 """
 
 import argparse
@@ -41,383 +45,370 @@ from pathlib import Path
 import numpy as np
 from joblib import Parallel, delayed
 from sklearn.datasets import load_digits
+from sklearn.decomposition import TruncatedSVD
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.utils import Bunch
 
-from act_sklearn import ACTClassifier, ACTSampler
-from act_sklearn.stats import (
-    act_weights,
-    annotation_quality_gain,
-    budget_efficiency,
-    criticizer_auroc,
-    expected_calibration_error,
-)
+from act_sklearn import ACTSampler
+from act_sklearn.stats import act_weights, annotation_quality_gain, budget_efficiency, criticizer_auroc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 from act_fashion_mnist import (  # noqa: E402  (shared set-up, see the module docstring)
     DOWNSTREAM_C,
     DOWNSTREAM_MAX_ITER,
-    FASHION_MNIST_SETUP,
     build_act_task,
     downstream_model,
     fashion_mnist_task,
 )
 
 BUDGETS = (0.05, 0.10, 0.15, 0.20, 0.30, 0.40)  # plus the annotator's error rate
-RULES = ("threshold", "normalize", "sigmoid")
+RULES = ("threshold", "normalize", "sigmoid", "sqrt")
 EXPLORE = 0.1  # explore > 0 variant of every rule
-CLIP = 1.0  # bound on negative ACT target weights in the clipped column
+ROUNDS = (2, 4)  # review in rounds: threshold, explore EXPLORE, same total budget
 SENSITIVITY_EXPLORE = 0.2  # extra runs at the error-rate budget
+LOSSES = {  # name: (power, clip)
+    "paper": (1.0, None),
+    "clip=1": (1.0, 1.0),
+    "auto": ("auto", None),
+    "auto+clip=1": ("auto", 1.0),
+}
+DEFAULT_LOSS = "clip=1"  # what ACTLogisticRegression and ACTNeuralNetClassifier do by default
 SEEDS = (0, 1, 2)  # seeds of the review draw
 DATA_SEED = 0  # seed of the splits, seed sets and models
 DIGITS_SETUP = dict(annotator_per_class=3, critic_per_class=5, annotator_C=1.0)
 DIGITS_TEST_SIZE = 400
-CONFIDENCE = 0.9
+NEWSGROUPS_SETUP = dict(annotator_per_class=10, critic_per_class=20, annotator_C=10.0)
+
+
+def mlp_model():
+    """The digits MLP (torch imported only for this task)."""
+    import torch
+
+    from act_sklearn import ACTNeuralNetClassifier
+
+    module = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
+    return ACTNeuralNetClassifier(
+        module, optimizer=torch.optim.Adam, lr=0.005, max_epochs=30, batch_size=64, train_split=None
+    )
 
 
 # -- one run --------------------------------------------------------------------
 
 
-def _run(task, budget, rule, explore, seed):
-    """One ACT fit; ``rule=None`` is random review (no criticizer)."""
+def _fit_loss(task, model, reviewed, pi, power, clip, seed):
+    if task.is_mlp:
+        import torch
+
+        torch.manual_seed(seed)
+    fitted = model.set_params(clip=clip).fit(
+        task.X_pool,
+        np.where(reviewed, task.y_pool, -1),
+        machine_labels=task.machine_labels,
+        act_weight=act_weights(reviewed, pi),
+        power=power,
+    )
+    return fitted.score(task.X_test, task.y_test), fitted.power_
+
+
+def _run(task, budget, rule, explore, rounds, seed, losses):
+    """One review draw, and the downstream model trained on it with every loss."""
     y_pool, machine = task.y_pool, task.machine_labels
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         sampler = ACTSampler(
-            budget=budget, rule=rule or "threshold", explore=explore, random_state=seed
+            budget=budget, rule=rule or "threshold", explore=explore, rounds=rounds, random_state=seed
         )
-        act = ACTClassifier(downstream_model(), sampler=sampler, confidence=CONFIDENCE)
-        error_proba = None if rule is None else task.error_proba
-        act.fit(task.X_pool, y_pool, machine_labels=machine, error_proba=error_proba)
-        test_accuracy = act.score(task.X_test, task.y_test)
-        pi = act.inclusion_proba_
-        if np.all((pi == 0) | (pi == 1)):
-            refit_accuracy = clip_accuracy = test_accuracy  # the ACT loss is plain training here
+        error_proba = np.full(y_pool.size, 0.5) if rule is None else task.error_proba  # no critic: uniform
+        if rounds > 1:  # the gold labels answer each round's reviews
+            sampler.fit(error_proba, y_pool, machine_labels=machine)
         else:
-            refit = downstream_model().fit(task.X_pool, act.final_labels_)
-            refit_accuracy = refit.score(task.X_test, task.y_test)
-            # The same review sample, the ACT loss with its negative weights clipped at -CLIP.
-            clipped = downstream_model().set_params(clip=CLIP).fit(
-                task.X_pool,
-                np.where(act.reviewed_, y_pool, -1),
-                machine_labels=machine,
-                act_weight=act_weights(act.reviewed_, pi),
-            )
-            clip_accuracy = clipped.score(task.X_test, task.y_test)
-    estimate = act.label_accuracy_
-    true_accuracy = float(np.mean(act.final_labels_ == y_pool))
-    reviewed = act.reviewed_
+            sampler.fit(error_proba)
+        reviewed, pi = sampler.reviewed_.astype(bool), sampler.inclusion_proba_
+        accuracy, power = {}, {}
+        certain = np.all((pi[reviewed] == 1))  # weights 0 or 1: every loss is plain training
+        for name in losses:
+            loss_power, clip = LOSSES[name]
+            if certain and accuracy:
+                first = next(iter(accuracy))
+                accuracy[name], power[name] = accuracy[first], power[first]
+                continue
+            accuracy[name], power[name] = _fit_loss(task, task.make_model(), reviewed, pi, loss_power, clip, seed)
     return dict(
         budget=budget,
         rule=rule,
         explore=explore,
+        rounds=rounds,
         seed=seed,
-        n_human=act.n_human_labels_,
-        final_accuracy=true_accuracy,
-        estimate=estimate,
-        covered=estimate.estimable and estimate.ci_low <= true_accuracy <= estimate.ci_high,
+        n_human=int(reviewed.sum()),
         aqg=annotation_quality_gain(y_pool, machine, reviewed),
         efficiency=budget_efficiency(y_pool, machine, reviewed),
         max_weight=float(np.max(1.0 / pi[reviewed])) if reviewed.any() else 0.0,
-        test_accuracy=test_accuracy,
-        refit_accuracy=refit_accuracy,
-        clip_accuracy=clip_accuracy,
+        accuracy=accuracy,
+        power=power,
         n_convergence_warnings=sum(issubclass(w.category, ConvergenceWarning) for w in caught),
         seconds=time.perf_counter() - start,
     )
 
 
-# -- one data set -----------------------------------------------------------------
+# -- one task -------------------------------------------------------------------
 
 
-def _method_name(rule, explore):
-    return "random (no critic)" if rule is None else f"{rule}, explore={explore:g}"
+def _method_name(rule, explore, rounds=1):
+    if rule is None:
+        return "random (no critic)"
+    return f"{rule}, explore={explore:g}" + (f", {rounds} rounds" if rounds > 1 else "")
 
 
-def evaluate(name, task, seeds, n_jobs, *, data_note=""):
-    """All budgets and methods on one task; returns a dict of results."""
-    y_pool, machine, error_proba = task.y_pool, task.machine_labels, task.error_proba
+def methods():
+    one_round = [(None, 0.0, 1)] + [(rule, ex, 1) for rule in RULES for ex in (0.0, EXPLORE)]
+    return one_round + [("threshold", EXPLORE, r) for r in ROUNDS]
+
+
+def evaluate(task, seeds, n_jobs, losses):
+    """All budgets, methods and losses on one task."""
+    y_pool, machine = task.y_pool, task.machine_labels
     machine_accuracy = float(np.mean(machine == y_pool))
     error_budget = round(1 - machine_accuracy, 2)
     budgets = sorted(set(BUDGETS) | {error_budget})
-    methods = [(None, 0.0)] + [(rule, explore) for rule in RULES for explore in (0.0, EXPLORE)]
-    sensitivity = [(rule, SENSITIVITY_EXPLORE) for rule in RULES]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        if task.is_mlp:
+            import torch
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        human = downstream_model().fit(task.X_pool, y_pool).score(task.X_test, task.y_test)
-        machine_only = downstream_model().fit(task.X_pool, machine).score(task.X_test, task.y_test)
-    reference_warnings = len(caught)
-
-    arrays = Bunch(  # only what the workers need (no fitted annotator or criticizer)
-        **{key: task[key] for key in ("X_pool", "y_pool", "machine_labels", "error_proba")},
-        X_test=task.X_test,
-        y_test=task.y_test,
-    )
-    jobs = [(b, rule, ex, s) for b in budgets for rule, ex in methods for s in seeds]
-    jobs += [(error_budget, rule, ex, s) for rule, ex in sensitivity for s in seeds]
-    runs = Parallel(n_jobs=n_jobs)(delayed(_run)(arrays, *job) for job in jobs)
+            torch.manual_seed(DATA_SEED)
+        human = task.make_model().fit(task.X_pool, y_pool).score(task.X_test, task.y_test)
+        if task.is_mlp:
+            torch.manual_seed(DATA_SEED)
+        machine_only = task.make_model().fit(task.X_pool, machine).score(task.X_test, task.y_test)
+    jobs = [(b, rule, ex, r, s) for b in budgets for rule, ex, r in methods() for s in seeds]
+    jobs += [(error_budget, rule, SENSITIVITY_EXPLORE, 1, s) for rule in RULES for s in seeds]
+    runs = Parallel(n_jobs=n_jobs)(delayed(_run)(task, *job, losses) for job in jobs)
     return dict(
-        name=name,
-        data_note=data_note,
-        n_pool=y_pool.size,
-        n_test=task.y_test.size,
-        n_features=task.X_pool.shape[1],
-        n_annotator_seed=task.n_annotator_seed,
-        n_critic_seed=task.n_critic_seed,
+        task=task,
         machine_accuracy=machine_accuracy,
-        critic_accuracy=float(task.critic_accuracy),
-        auroc=criticizer_auroc(y_pool, machine, error_proba),
-        ece=expected_calibration_error(y_pool, machine, error_proba),
-        mean_error_proba=float(np.mean(error_proba)),
+        auroc=criticizer_auroc(y_pool, machine, task.error_proba),
         error_budget=error_budget,
         budgets=budgets,
-        methods=methods,
-        sensitivity=sensitivity,
         human=human,
         machine=machine_only,
         runs=runs,
-        n_convergence_warnings=reference_warnings + sum(r["n_convergence_warnings"] for r in runs),
         fit_seconds=sum(r["seconds"] for r in runs),
+        n_convergence_warnings=sum(r["n_convergence_warnings"] for r in runs),
     )
 
 
-def _select(result, budget, rule, explore):
+def _select(result, budget, rule, explore, rounds=1):
     return [
         r
         for r in result["runs"]
-        if r["budget"] == budget and r["rule"] == rule and r["explore"] == explore
+        if (r["budget"], r["rule"], r["explore"], r["rounds"]) == (budget, rule, explore, rounds)
     ]
 
 
-def _summary(runs):
-    test = np.array([r["test_accuracy"] for r in runs])
-    first = runs[0]["estimate"]
-    return dict(
-        n_human=np.mean([r["n_human"] for r in runs]),
-        final=np.mean([r["final_accuracy"] for r in runs]),
-        estimate=(
-            f"{first.accuracy:.2%} [{first.ci_low:.2%}, {first.ci_high:.2%}]"
-            if first.estimable
-            else "n/a (some π = 0)"
-        ),
-        covered=(
-            f"{sum(r['covered'] for r in runs)}/{len(runs)}" if first.estimable else "-"
-        ),
-        aqg=np.mean([r["aqg"] for r in runs]),
-        efficiency=np.mean([r["efficiency"] for r in runs]),
-        max_weight=max(r["max_weight"] for r in runs),
-        test_mean=float(test.mean()),
-        test_std=float(test.std()),
-        test_min=float(test.min()),
-        refit_mean=float(np.mean([r["refit_accuracy"] for r in runs])),
-        clip_mean=float(np.mean([r["clip_accuracy"] for r in runs])),
-        clip_min=float(np.min([r["clip_accuracy"] for r in runs])),
-    )
+def _accuracies(runs, loss):
+    return np.array([r["accuracy"][loss] for r in runs])
 
 
 # -- report -----------------------------------------------------------------------
 
-_HEADER = (
-    "| budget | method | human labels | final-label acc (true) | estimate "
-    f"[{CONFIDENCE:.0%} CI], seed {{seed}} | CI covers truth | AQG | budget eff. | max 1/π "
-    "| test acc, ACT (mean ± std) | test acc, ACT clip=1 | test acc, unweighted refit |\n"
-    "|---|---|---:|---:|---:|:---:|---:|---:|---:|---:|---:|---:|"
-)
 
-
-def _row(budget_label, method, s):
-    return (
-        f"| {budget_label} | {method} | {s['n_human']:.0f} | {s['final']:.2%} | "
-        f"{s['estimate']} | {s['covered']} | {s['aqg']:+.2%} | {s['efficiency']:.2f} | "
-        f"{s['max_weight']:.3g} | {s['test_mean']:.2%} ± {s['test_std']:.2%} | "
-        f"{s['clip_mean']:.2%} | {s['refit_mean']:.2%} |"
-    )
-
-
-def dataset_report(result, seeds):
-    r = result
+def task_report(result, seeds):
+    task, r = result["task"], result
+    losses = list(r["runs"][0]["accuracy"])
     lines = [
-        f"## {r['name']}",
+        f"## {task.name}",
         "",
-        f"- pool: {r['n_pool']} items, test: {r['n_test']} items; {r['data_note']}",
-        f"- annotator: logistic regression on {r['n_annotator_seed']} human seed labels; "
-        f"machine-label accuracy on the pool **{r['machine_accuracy']:.2%}** "
-        f"(error rate {1 - r['machine_accuracy']:.2%})",
-        f"- criticizer: random forest on {r['n_critic_seed']} other human seed labels "
-        f"(its own accuracy {r['critic_accuracy']:.2%}); error_proba = 1 - P(machine label): "
-        f"AUROC **{r['auroc']:.3f}**, ECE {r['ece']:.3f} (mean error_proba "
-        f"{r['mean_error_proba']:.3f} vs true error rate {1 - r['machine_accuracy']:.3f})",
-        f"- references (downstream test accuracy): full human **{r['human']:.2%}**, "
-        f"full machine **{r['machine']:.2%}**",
-        f"- review draws: seeds {list(seeds)}; budget marked * = the annotator's error "
-        f"rate ({r['error_budget']:.0%})",
+        f"- pool: {task.y_pool.size} items, test: {task.y_test.size} items; {task.note}",
+        f"- machine-label accuracy on the pool **{r['machine_accuracy']:.2%}**; criticizer AUROC "
+        f"**{r['auroc']:.3f}**",
+        f"- references (downstream test accuracy): full human **{r['human']:.2%}**, full machine "
+        f"**{r['machine']:.2%}**",
+        f"- budget marked * = the annotator's error rate ({r['error_budget']:.0%}); test accuracy as "
+        f"mean (worst seed) over seeds {list(seeds)}; λ̂ = mean power chosen by `power=\"auto\"` (with clip=1 where run)",
         "",
-        _HEADER.format(seed=seeds[0]),
+        "| budget | method | AQG | budget eff. | max 1/π | "
+        + " | ".join(f"test acc, {loss}" for loss in losses)
+        + " | λ̂ |",
+        "|---|---|---:|---:|---:|" + "---:|" * len(losses) + "---:|",
     ]
-    for budget in r["budgets"]:
+    rows = [(b, m) for b in r["budgets"] for m in methods()]
+    rows += [(r["error_budget"], (rule, SENSITIVITY_EXPLORE, 1)) for rule in RULES]
+    for budget, (rule, explore, rounds) in rows:
+        runs = _select(r, budget, rule, explore, rounds)
         label = f"{budget:.0%}" + ("*" if budget == r["error_budget"] else "")
-        for rule, explore in r["methods"]:
-            summary = _summary(_select(r, budget, rule, explore))
-            lines.append(_row(label, _method_name(rule, explore), summary))
+        cells = []
+        for loss in losses:
+            accuracy = _accuracies(runs, loss)
+            mark = "**" if accuracy.min() < r["machine"] else ""
+            cells.append(f"{mark}{accuracy.mean():.2%} ({accuracy.min():.2%}){mark}")
+        powers = [run["power"].get("auto+clip=1", run["power"].get("auto", np.nan)) for run in runs]
+        lines.append(
+            f"| {label} | {_method_name(rule, explore, rounds)} | {np.mean([x['aqg'] for x in runs]):+.2%} | "
+            f"{np.mean([x['efficiency'] for x in runs]):.3f} | {max(x['max_weight'] for x in runs):.3g} | "
+            + " | ".join(cells)
+            + f" | {np.mean(powers):.2f} |"
+        )
     lines += [
         "",
-        f"Explore sensitivity at the error-rate budget ({r['error_budget']:.0%}):",
-        "",
-        _HEADER.format(seed=seeds[0]),
-    ]
-    for rule, explore in [(rl, ex) for rl in RULES for ex in (0.0, EXPLORE, SENSITIVITY_EXPLORE)]:
-        summary = _summary(_select(r, r["error_budget"], rule, explore))
-        lines.append(_row(f"{r['error_budget']:.0%}*", _method_name(rule, explore), summary))
-    estimable = [run for run in r["runs"] if run["estimate"].estimable]
-    explored = [run for run in estimable if run["explore"] > 0]
-    lines += [
-        "",
-        f"Interval coverage ({CONFIDENCE:.0%} nominal): the true final-label accuracy lies in "
-        f"label_accuracy_'s interval in {sum(run['covered'] for run in explored)} of "
-        f"{len(explored)} runs with explore > 0 and in "
-        f"{sum(run['covered'] for run in estimable)} of {len(estimable)} estimable runs in all.",
-    ]
-    lines += [
-        "",
-        f"Downstream fits: {len(r['runs'])} ACT fits in {r['fit_seconds']:.0f} s of worker "
-        f"time; L-BFGS convergence warnings (max_iter={DOWNSTREAM_MAX_ITER}): "
-        f"{r['n_convergence_warnings']}.",
+        "Bold: some seed below full-machine training. "
+        f"Downstream fits: {len(r['runs'])} review draws x {len(losses)} losses in {r['fit_seconds']:.0f} s of "
+        f"worker time; L-BFGS convergence warnings: {r['n_convergence_warnings']}.",
         "",
     ]
     return lines
 
 
 def targets_report(results):
-    fashion = next((r for r in results if r["name"].startswith("Fashion")), None)
-    lines = ["## Targets", ""]
+    lines = ["## Targets", "", f"The default loss is **{DEFAULT_LOSS}** (power 1, clip 1).", ""]
+    losses = list(results[0]["runs"][0]["accuracy"])
+    for loss in losses:
+        below = []
+        for r in results:
+            for budget in r["budgets"]:
+                for rule, explore, rounds in methods():
+                    accuracy = _accuracies(_select(r, budget, rule, explore, rounds), loss)
+                    if accuracy.min() < r["machine"]:
+                        below.append(
+                            f"{r['task'].name} {budget:.0%} {_method_name(rule, explore, rounds)}: "
+                            f"mean {accuracy.mean():.2%}, worst {accuracy.min():.2%} vs {r['machine']:.2%}"
+                        )
+        n_configs = sum(len(r["budgets"]) * len(methods()) for r in results)
+        verdict = "MET" if not below else "NOT MET"
+        lines.append(
+            f"- loss **{loss}**: {len(below)} of {n_configs} (task, budget, method) configurations have a seed "
+            f"below full-machine training -> **{verdict}**."
+        )
+        lines += [f"    - {line}" for line in below[:12]]
+        if len(below) > 12:
+            lines.append(f"    - ... and {len(below) - 12} more")
+    fashion = next((r for r in results if r["task"].name.startswith("Fashion")), None)
     if fashion is not None:
-        budget = fashion["error_budget"]
-        gaps = []
-        for rule in RULES:
-            for explore in (0.0, EXPLORE):
-                summary = _summary(_select(fashion, budget, rule, explore))
-                gaps.append((fashion["human"] - summary["test_mean"], rule, explore))
-        best_gap, best_rule, best_explore = min(gaps)
-        verdict = "MET" if best_gap <= 0.01 else "NOT MET"
-        lines.append(
-            f"(a) Fashion-MNIST, budget = annotator error rate ({budget:.0%}): best ACT "
-            f"configuration is {_method_name(best_rule, best_explore)} at "
-            f"{fashion['human'] - best_gap:.2%} vs full human {fashion['human']:.2%}: gap "
-            f"{100 * best_gap:.2f} points (target <= 1.00; ACT paper 3.28) -> **{verdict}**."
-        )
-        lines.append(
-            "    Gaps of every configuration (points): "
-            + ", ".join(f"{_method_name(rule, ex)}: {100 * g:.2f}" for g, rule, ex in gaps)
-            + "."
-        )
-        explore_gaps = [g for g, _, ex in gaps if ex > 0]
-        lines.append(
-            f"    With explore={EXPLORE:g} (the configurations that give a confidence "
-            f"interval) the smallest gap is {100 * min(explore_gaps):.2f} points."
-        )
         lines.append("")
+        for loss in losses:
+            gaps = [
+                (fashion["human"] - _accuracies(_select(fashion, fashion["error_budget"], rule, ex), loss).mean(), rule, ex)
+                for rule in RULES
+                for ex in (0.0, EXPLORE)
+            ]
+            gap, rule, ex = min(gaps)
+            lines.append(
+                f"- Fashion-MNIST at the error-rate budget ({fashion['error_budget']:.0%}), loss {loss}: best "
+                f"{_method_name(rule, ex)}, gap to full human {100 * gap:.2f} points (target <= 1.00) -> "
+                f"**{'MET' if gap <= 0.01 else 'NOT MET'}**; explore={EXPLORE:g} rules: "
+                + ", ".join(f"{rl} {100 * g:.2f}" for g, rl, e in gaps if e > 0)
+            )
+    lines.append("")
     for r in results:
-        failures = []
+        gains = []
         for budget in r["budgets"]:
-            for rule, explore in r["methods"]:
-                if rule is None or explore == 0:
-                    continue
-                summary = _summary(_select(r, budget, rule, explore))
-                if summary["test_mean"] < r["machine"]:
-                    failures.append((budget, rule, explore, summary))
-        n_checked = len(r["budgets"]) * len(RULES)
-        verdict = "MET" if not failures else "NOT MET"
-        lines.append(
-            f"(b) {r['name']}: rules with explore={EXPLORE:g} below full-machine training "
-            f"({r['machine']:.2%}) in mean test accuracy: {len(failures)} of {n_checked} "
-            f"(rule, budget) pairs -> **{verdict}**."
-        )
-        for budget, rule, explore, s in failures:
-            lines.append(
-                f"    - {budget:.0%}, {_method_name(rule, explore)}: {s['test_mean']:.2%} "
-                f"(worst seed {s['test_min']:.2%}); unweighted refit on the same final "
-                f"labels {s['refit_mean']:.2%}"
+            one = np.mean([x["efficiency"] for x in _select(r, budget, "threshold", EXPLORE, 1)])
+            gains.append(
+                f"{budget:.0%}: "
+                + ", ".join(
+                    f"R={rounds} {np.mean([x['efficiency'] for x in _select(r, budget, 'threshold', EXPLORE, rounds)]) - one:+.3f}"
+                    for rounds in ROUNDS
+                )
             )
-        clipped_failures = [
-            (budget, rule, s)
-            for budget in r["budgets"]
-            for rule, explore in r["methods"]
-            if rule is not None and explore > 0
-            for s in [_summary(_select(r, budget, rule, explore))]
-            if s["clip_min"] < r["machine"]
-        ]
-        verdict = "MET" if not clipped_failures else "NOT MET"
-        lines.append(
-            f"(b, clip={CLIP:g}) {r['name']}: the same runs with the negative ACT weights "
-            f"clipped at -{CLIP:g}: {len(clipped_failures)} of {n_checked} (rule, budget) pairs "
-            f"have a seed below full-machine training -> **{verdict}**."
-        )
-        for budget, rule, s in clipped_failures:
-            lines.append(
-                f"    - {budget:.0%}, {_method_name(rule, EXPLORE)}: worst seed {s['clip_min']:.2%}"
-            )
+        lines.append(f"- rounds vs one round, budget efficiency (threshold, explore={EXPLORE:g}), {r['task'].name}: " + "; ".join(gains))
     lines.append("")
     return lines
 
 
-# -- data sets -------------------------------------------------------------------
+# -- tasks -------------------------------------------------------------------------
 
 
 def fashion_mnist(pool_size):
-    return fashion_mnist_task(random_state=DATA_SEED, pool_size=pool_size)
+    task = fashion_mnist_task(random_state=DATA_SEED, pool_size=pool_size)
+    return Bunch(
+        **task,
+        name="Fashion-MNIST (linear)",
+        note="official splits; downstream: 50 PCA components, standardized",
+        make_model=downstream_model,
+        is_mlp=False,
+    )
 
 
-def digits():
+def _digits_task():
     X, y = load_digits(return_X_y=True)
     X = X / 16.0
     order = np.random.default_rng(DATA_SEED).permutation(y.size)
     test, train = order[:DIGITS_TEST_SIZE], order[DIGITS_TEST_SIZE:]
-    return build_act_task(
-        X[train], y[train], X[test], y[test], random_state=DATA_SEED, **DIGITS_SETUP
+    return build_act_task(X[train], y[train], X[test], y[test], random_state=DATA_SEED, **DIGITS_SETUP)
+
+
+def digits():
+    return Bunch(
+        **_digits_task(),
+        name="digits (linear)",
+        note=f"random {DIGITS_TEST_SIZE}-item test split; downstream: the 64 pixels, standardized",
+        make_model=downstream_model,
+        is_mlp=False,
     )
+
+
+def digits_mlp():
+    task = _digits_task()
+    task.X_pool, task.X_test = task.X_pool.astype(np.float32), task.X_test.astype(np.float32)
+    return Bunch(
+        **task,
+        name="digits (MLP)",
+        note="as digits (linear); downstream: ACTNeuralNetClassifier 64-64-10, Adam lr 0.005, 30 epochs",
+        make_model=mlp_model,
+        is_mlp=True,
+    )
+
+
+def newsgroups():
+    from act_sklearn.datasets import DEMO_NEWSGROUPS, load_newsgroups
+
+    posts, groups = load_newsgroups(subset="train", categories=DEMO_NEWSGROUPS, return_X_y=True)
+    test_posts, test_groups = load_newsgroups(subset="test", categories=DEMO_NEWSGROUPS, return_X_y=True)
+    tfidf = TfidfVectorizer(min_df=3, max_df=0.5, sublinear_tf=True).fit(posts)
+    svd = TruncatedSVD(100, random_state=DATA_SEED).fit(tfidf.transform(posts))
+    X, X_test = svd.transform(tfidf.transform(posts)), svd.transform(tfidf.transform(test_posts))
+    task = build_act_task(
+        X, np.asarray(groups), X_test, np.asarray(test_groups), random_state=DATA_SEED, **NEWSGROUPS_SETUP
+    )
+    return Bunch(
+        **task,
+        name="20 Newsgroups (linear)",
+        note=f"{len(DEMO_NEWSGROUPS)} groups, official splits; TF-IDF -> 100 SVD components, standardized",
+        make_model=downstream_model,
+        is_mlp=False,
+    )
+
+
+TASKS = {
+    "fashion": fashion_mnist,
+    "digits": digits,
+    "digits-mlp": digits_mlp,
+    "newsgroups": newsgroups,
+}
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="pool of 5000 items, one seed")
+    parser.add_argument("--quick", action="store_true", help="Fashion-MNIST pool of 5000 items, one seed")
+    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
+    parser.add_argument("--losses", nargs="+", choices=list(LOSSES), default=list(LOSSES))
+    parser.add_argument("--seeds", type=int, default=None, help="number of review-draw seeds (default 3)")
     parser.add_argument("--output", metavar="FILE.md", help="also write the report here")
     parser.add_argument("--n-jobs", type=int, default=2, help="parallel fits (default 2)")
-    parser.add_argument(
-        "--pool-size",
-        type=int,
-        default=None,
-        help="Fashion-MNIST pool size (default: all train items outside the seed sets, "
-        "59000; 5000 with --quick)",
-    )
+    parser.add_argument("--pool-size", type=int, default=None, help="Fashion-MNIST pool size (default 59000)")
     args = parser.parse_args(argv)
-    command = "python benchmarks/quality.py" + "".join(
-        f" {a}" for a in (argv if argv is not None else sys.argv[1:])
-    )
+    command = "python benchmarks/quality.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
     start = time.perf_counter()
-    seeds = SEEDS[:1] if args.quick else SEEDS
+    seeds = SEEDS[: args.seeds or (1 if args.quick else len(SEEDS))]
     pool_size = args.pool_size or (5000 if args.quick else None)
 
-    results = [
-        evaluate(
-            "Fashion-MNIST",
-            fashion_mnist(pool_size),
-            seeds,
-            args.n_jobs,
-            data_note="pool drawn from the official train split, official test split; "
-            f"downstream features: {FASHION_MNIST_SETUP['n_components']} PCA components "
-            "(fitted on the pool, no labels), standardized",
-        ),
-        evaluate(
-            "digits (scikit-learn)",
-            digits(),
-            seeds,
-            args.n_jobs,
-            data_note=f"random {DIGITS_TEST_SIZE}-item test split; downstream features: "
-            "the 64 pixels, standardized",
-        ),
-    ]
+    results = []
+    for name in args.tasks:
+        task = fashion_mnist(pool_size) if name == "fashion" else TASKS[name]()
+        task_start = time.perf_counter()
+        results.append(evaluate(task, seeds, args.n_jobs, args.losses))
+        print(f"{task.name}: {time.perf_counter() - task_start:.0f} s", file=sys.stderr)
     wall = time.perf_counter() - start
 
     lines = [
@@ -426,31 +417,18 @@ def main(argv=None):
         f"Command: `{command}`",
         "",
         f"Data/model seed {DATA_SEED}; review-draw seeds {list(seeds)}; budgets "
-        f"{', '.join(f'{b:.0%}' for b in BUDGETS)} and the annotator's error rate; "
-        f"explore {EXPLORE:g} (sensitivity: {SENSITIVITY_EXPLORE:g}); downstream "
-        f"ACTLogisticRegression(C={DOWNSTREAM_C:g}, max_iter={DOWNSTREAM_MAX_ITER}); "
-        f"design 'fixed'; power 1 (the ACT paper's loss).",
+        f"{', '.join(f'{b:.0%}' for b in BUDGETS)} and the annotator's error rate; explore {EXPLORE:g} "
+        f"(sensitivity: {SENSITIVITY_EXPLORE:g}); rounds {ROUNDS} on the threshold rule; linear downstream "
+        f"ACTLogisticRegression(C={DOWNSTREAM_C:g}, max_iter={DOWNSTREAM_MAX_ITER}); design 'fixed'. "
+        "Losses: " + "; ".join(f"{name} = power {LOSSES[name][0]}, clip {LOSSES[name][1]}" for name in args.losses) + ".",
         "",
-        "Design notes: by default the Fashion-MNIST pool is the whole train split outside "
-        "the two seed sets (59,000 items) rather than the 20,000 first planned: the ACT loss's "
-        "inverse-probability weights (up to 1/π = n/(explore·B) on explored items) make "
-        "the downstream fit noisier on smaller pools, and with a 20,000-item pool the "
-        "explore > 0 rules scored clearly lower (compare with `--pool-size 20000`). "
-        f"explore={EXPLORE:g} as in the example; explore={SENSITIVITY_EXPLORE:g} is shown "
-        "at the error-rate budget. Downstream C is the default (1.0), not tuned.",
-        "",
-        "Columns: human labels = n_human_labels_ (mean over seeds); final-label acc = "
-        "accuracy of human-where-reviewed/machine-elsewhere labels against gold; "
-        "estimate = label_accuracy_ of the first seed (not estimable when some item "
-        "has π = 0); CI covers truth = seeds whose interval holds the true final-label "
-        "accuracy; AQG = final minus machine accuracy; budget eff. = errors fixed / "
-        "min(reviews, errors); max 1/π = largest ACT weight on a reviewed item (max "
-        "over seeds); test acc, ACT = ACTClassifier's downstream test accuracy; "
-        "unweighted refit = the same model trained plainly on the run's final labels.",
+        "Columns: AQG = final-label accuracy minus machine accuracy; budget eff. = errors fixed / "
+        "min(reviews, errors); max 1/π = largest ACT weight on a reviewed item; test acc = the downstream "
+        "model's accuracy on the test split, trained on the same review sample with each loss.",
         "",
     ]
     for result in results:
-        lines += dataset_report(result, seeds)
+        lines += task_report(result, seeds)
     lines += targets_report(results)
     lines += [f"Wall time: {wall:.0f} s ({args.n_jobs} parallel jobs).", ""]
     report = "\n".join(lines)

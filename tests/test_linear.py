@@ -83,7 +83,7 @@ def test_fit_on_any_act_design_converges_to_a_finite_minimum(power, min_proba, C
     weights = act_weights(reviewed, proba)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a ConvergenceWarning fails the test
-        clf = ACTLogisticRegression(C=C, tol=1e-6, max_iter=10_000).fit(
+        clf = ACTLogisticRegression(C=C, tol=1e-6, max_iter=10_000, clip=None).fit(
             X, np.where(reviewed, gold, -1), machine_labels=machine, act_weight=weights, power=power
         )
     assert np.all(np.isfinite(clf.coef_)) and np.all(np.isfinite(clf.intercept_))
@@ -100,7 +100,7 @@ def test_negative_class_mass_penalizes_the_intercept_instead_of_diverging():
     weights = np.zeros(200)
     weights[:5] = 1000.0
     machine[5:] = np.where(machine[5:] == 2, 0, machine[5:])  # no other item carries label 2
-    clf = ACTLogisticRegression(max_iter=5000).fit(X, human, machine_labels=machine, act_weight=weights)
+    clf = ACTLogisticRegression(max_iter=5000, clip=None).fit(X, human, machine_labels=machine, act_weight=weights)
     assert clf.intercept_penalized_
     assert np.all(np.isfinite(clf.intercept_)) and np.abs(clf.intercept_).max() < 1e6
 
@@ -132,6 +132,7 @@ def test_clip_changes_only_act_designs_with_negative_weights():
     reviewed[np.flatnonzero(machine != y)[:3]] = True  # some wrong machine labels under review
     weights = act_weights(reviewed, proba)
     human = np.where(reviewed, y, -1)
-    exact = ACTLogisticRegression(max_iter=2000).fit(X, human, machine_labels=machine, act_weight=weights)
+    exact = ACTLogisticRegression(max_iter=2000, clip=None).fit(X, human, machine_labels=machine, act_weight=weights)
+    assert not exact.clipped_
     clipped = ACTLogisticRegression(max_iter=2000, clip=1.0).fit(X, human, machine_labels=machine, act_weight=weights)
-    assert np.abs(clipped.coef_).max() < np.abs(exact.coef_).max()
+    assert np.abs(clipped.coef_).max() < np.abs(exact.coef_).max() and clipped.clipped_

@@ -34,7 +34,7 @@ def review(human, error_proba, seed, **sampler_params):
 
 
 def act_fit(X, y, machine, weights, power):
-    return ACTLogisticRegression().fit(X, y, machine_labels=machine, act_weight=weights, power=power)
+    return ACTLogisticRegression(clip=None).fit(X, y, machine_labels=machine, act_weight=weights, power=power)
 
 
 def test_auto_power_is_unbiased_and_never_noisier_than_the_better_fixed_power():

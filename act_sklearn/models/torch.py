@@ -89,7 +89,7 @@ class ACTNeuralNetClassifier(NeuralNetClassifier):
     ----------
     module : torch module class or instance
         Returns logits.
-    clip : float >= 0 or None, default=None
+    clip : float >= 0 or None, default=1.0
         Bound on the negative target weight of a reviewed item's machine label:
         ``q <- max(q, -clip)``. The exact ACT loss (None) is unbiased for the
         full-human loss, but its negative weights reach ``1 - 1/pi``: -199 for
@@ -102,8 +102,8 @@ class ACTNeuralNetClassifier(NeuralNetClassifier):
         little bias for a large cut in variance; ``clip=0`` drops the negative part,
         so the loss is a non-negative weighted cross-entropy (bounded below). Use
         a clip whenever some reviewed item has ``pi < 1``: explore > 0, or the
-        normalize and sigmoid rules. No effect on ordinary labels or where every
-        ``pi`` is 0 or 1.
+        normalize and sigmoid rules; hence the default 1. None (the exact loss)
+        is opt-in. No effect on ordinary labels or where every ``pi`` is 0 or 1.
     criterion : torch criterion class, default=ACTCrossEntropyLoss
     train_split : callable or None, default=ValidSplit(5, stratified=True)
         skorch's validation split (stratified on the final labels under the ACT
@@ -153,7 +153,7 @@ class ACTNeuralNetClassifier(NeuralNetClassifier):
         self,
         module,
         *args,
-        clip=None,
+        clip=1.0,
         criterion=ACTCrossEntropyLoss,
         train_split=ValidSplit(5, stratified=True),
         verbose=0,
