@@ -40,7 +40,7 @@ SCENARIOS = [  # (n, budget, rule, explore, n_classes)
 ]
 
 
-def population(n, n_classes, seed=0, error_rate=0.2, n_features=3):
+def population(n, n_classes=2, seed=0, error_rate=0.2, n_features=3):
     """Features, human labels, machine labels and error probabilities of one population."""
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, n_features))

@@ -319,15 +319,14 @@ def targets_report(results):
 # -- tasks -------------------------------------------------------------------------
 
 
+def _named(task, name, note, make_model=downstream_model):
+    """A task of ``build_act_task`` with its report name and downstream model."""
+    return Bunch(**task, name=name, note=note, make_model=make_model, is_mlp=make_model is mlp_model)
+
+
 def fashion_mnist(pool_size):
     task = fashion_mnist_task(random_state=DATA_SEED, pool_size=pool_size)
-    return Bunch(
-        **task,
-        name="Fashion-MNIST (linear)",
-        note="official splits; downstream: 50 PCA components, standardized",
-        make_model=downstream_model,
-        is_mlp=False,
-    )
+    return _named(task, "Fashion-MNIST (linear)", "official splits; downstream: 50 PCA components, standardized")
 
 
 def _digits_task():
@@ -339,25 +338,15 @@ def _digits_task():
 
 
 def digits():
-    return Bunch(
-        **_digits_task(),
-        name="digits (linear)",
-        note=f"random {DIGITS_TEST_SIZE}-item test split; downstream: the 64 pixels, standardized",
-        make_model=downstream_model,
-        is_mlp=False,
-    )
+    note = f"random {DIGITS_TEST_SIZE}-item test split; downstream: the 64 pixels, standardized"
+    return _named(_digits_task(), "digits (linear)", note)
 
 
 def digits_mlp():
     task = _digits_task()
     task.X_pool, task.X_test = task.X_pool.astype(np.float32), task.X_test.astype(np.float32)
-    return Bunch(
-        **task,
-        name="digits (MLP)",
-        note="as digits (linear); downstream: ACTNeuralNetClassifier 64-64-10, Adam lr 0.005, 30 epochs",
-        make_model=mlp_model,
-        is_mlp=True,
-    )
+    note = "as digits (linear); downstream: ACTNeuralNetClassifier 64-64-10, Adam lr 0.005, 30 epochs"
+    return _named(task, "digits (MLP)", note, make_model=mlp_model)
 
 
 def newsgroups():
@@ -371,13 +360,8 @@ def newsgroups():
     task = build_act_task(
         X, np.asarray(groups), X_test, np.asarray(test_groups), random_state=DATA_SEED, **NEWSGROUPS_SETUP
     )
-    return Bunch(
-        **task,
-        name="20 Newsgroups (linear)",
-        note=f"{len(DEMO_NEWSGROUPS)} groups, official splits; TF-IDF -> 100 SVD components, standardized",
-        make_model=downstream_model,
-        is_mlp=False,
-    )
+    note = f"{len(DEMO_NEWSGROUPS)} groups, official splits; TF-IDF -> 100 SVD components, standardized"
+    return _named(task, "20 Newsgroups (linear)", note)
 
 
 TASKS = {

@@ -1,5 +1,8 @@
 """power="auto" (PPI++ tuning of the ACT loss) and coefficient intervals under the ACT design."""
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from sklearn.ensemble import RandomForestClassifier
@@ -9,23 +12,8 @@ from act_sklearn import ACTClassifier, ACTLogisticRegression, ACTSampler
 from act_sklearn.stats import act_weights
 from act_sklearn.stats.estimating_equation import DENSE_LIMIT, act_covariance, tuned_power
 
-
-def population(n, n_classes=2, seed=0, error_rate=0.2, n_features=3):
-    """A logistic population with machine labels wrong for ``error_rate`` of the items."""
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, n_features))
-    scores = X @ rng.normal(size=(n_classes, n_features)).T
-    proba = np.exp(scores - scores.max(axis=1, keepdims=True))
-    proba /= proba.sum(axis=1, keepdims=True)
-    human = (rng.random((n, 1)) > np.cumsum(proba, axis=1)).sum(axis=1)
-    wrong = rng.random(n) < error_rate
-    machine = np.where(wrong, (human + rng.integers(1, n_classes, n)) % n_classes, human)
-    error_proba = np.clip(error_rate + 0.4 * (wrong - error_rate) + rng.normal(0, 0.15, n), 0.01, 0.99)
-    return X, human, machine, error_proba
-
-
-def params(model):
-    return np.hstack([model.coef_, model.intercept_[:, None]]).ravel()
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from power_tuning import params, population  # noqa: E402  (the benchmark's populations, in short)
 
 
 def review(human, error_proba, seed, **sampler_params):
