@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 NO_KEY = "no-key"  # sent when the key variable is unset: local servers ignore it
+MODES = ("online", "batch")
 
 
 def default_cache_path():
@@ -47,7 +48,20 @@ class LLMBackend:
         :func:`default_cache_path`, False disables caching.
     prices : dict or None, default=None
         ``{"input": dollars per million tokens, "output": ...}`` for the usage
-        ledger's cost estimate.
+        ledger's cost estimate; ``"batch_input"`` and ``"batch_output"`` price
+        the tokens of batch mode (half the online prices when not given, as
+        OpenAI's Batch API charges).
+    mode : {"online", "batch"}, default="online"
+        ``"online"`` sends chat completions one by one; ``"batch"`` sends the
+        requests that have no usable cached answer through the OpenAI Batch API
+        (:mod:`~act_sklearn.llm.batch`: JSONL files, ``/v1/batches``, a 24 h
+        window, half price) and waits for the answers, which land in the same
+        response cache. Batch ids are recorded in the cache file the moment
+        they exist, so a killed process, started again, resumes polling the
+        same batches and never submits a request twice. Needs the cache.
+    batch_poll_interval : float, default=30.0
+        Seconds between the first polls of a batch; the interval grows by half
+        after each poll, up to 30 times this (15 minutes by default).
     http_transport : httpx2 transport or None, default=None
         Transport for the HTTP client (tests script one; proxies may need one).
     """
@@ -62,6 +76,8 @@ class LLMBackend:
     tokens_per_minute: float | None = None
     cache_path: object = None
     prices: dict | None = None
+    mode: str = "online"
+    batch_poll_interval: float = 30.0
     http_transport: object = field(default=None, repr=False)
 
     def __post_init__(self):
@@ -76,7 +92,11 @@ class LLMBackend:
                 "api_key_env is the NAME of the environment variable holding the key "
                 f"(e.g. 'OPENAI_API_KEY'), got {self.api_key_env!r}; never pass the key itself."
             )
-        for name in ("timeout", "max_concurrency"):
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}.")
+        if self.mode == "batch" and self.cache_path is False:
+            raise ValueError("mode='batch' records its batch ids in the response cache; cache_path=False turns it off.")
+        for name in ("timeout", "max_concurrency", "batch_poll_interval"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}.")
         if not (isinstance(self.max_retries, int) and self.max_retries >= 0):
@@ -118,14 +138,18 @@ class LLMBackend:
             timeout=self.timeout,
         )
 
-    def make_async_client(self, http_client=None):
-        """A fresh ``openai.AsyncOpenAI`` (over ``http_client``, else a new one); retries are ours, so the client's are off."""
+    def make_async_client(self, http_client=None, max_retries=0):
+        """A fresh ``openai.AsyncOpenAI`` (over ``http_client``, else a new one).
+
+        Chat-completion retries are the runner's, so the client's are off by
+        default; the batch path lets the client retry its file and batch calls.
+        """
         import openai
 
         return openai.AsyncOpenAI(
             api_key=os.environ.get(self.api_key_env) or NO_KEY,
             base_url=self.base_url,
             timeout=self.timeout,
-            max_retries=0,
+            max_retries=max_retries,
             http_client=http_client or self.make_http_client(),
         )

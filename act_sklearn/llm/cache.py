@@ -63,6 +63,11 @@ class ResponseCache:
                 " key TEXT PRIMARY KEY, model TEXT, response TEXT NOT NULL,"
                 " created REAL)"
             )
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS batches ("
+                " input_file_id TEXT PRIMARY KEY, batch_id TEXT, base_url TEXT, custom_ids TEXT NOT NULL,"
+                " status TEXT, request_counts TEXT, ingested INTEGER NOT NULL DEFAULT 0, created REAL)"
+            )
 
     def _connection(self):
         # sqlite3 connections must stay in the thread that made them
@@ -87,6 +92,47 @@ class ResponseCache:
             "INSERT OR REPLACE INTO responses (key, model, response, created) VALUES (?, ?, ?, ?)",
             (key, model, json.dumps(response, separators=(",", ":")), time.time()),
         )
+
+    # the batch ledger: one row per uploaded batch input file
+
+    def record_batch_file(self, input_file_id, base_url, custom_ids):
+        """Record an uploaded input file (and the request keys it holds) before its batch is created."""
+        self._connection().execute(
+            "INSERT OR REPLACE INTO batches (input_file_id, base_url, custom_ids, status, created)"
+            " VALUES (?, ?, ?, 'uploaded', ?)",
+            (input_file_id, base_url, json.dumps(list(custom_ids)), time.time()),
+        )
+
+    def record_batch(self, input_file_id, batch_id, status=None):
+        """Record the batch created from ``input_file_id``."""
+        self._connection().execute(
+            "UPDATE batches SET batch_id = ?, status = COALESCE(?, status) WHERE input_file_id = ?",
+            (batch_id, status, input_file_id),
+        )
+
+    def update_batch(self, batch_id, status, request_counts=None, ingested=False):
+        """Record a batch's last known status (and, once its answers are in the cache, that it is done with)."""
+        self._connection().execute(
+            "UPDATE batches SET status = ?, request_counts = COALESCE(?, request_counts),"
+            " ingested = MAX(ingested, ?) WHERE batch_id = ?",
+            (status, None if request_counts is None else json.dumps(request_counts), int(ingested), batch_id),
+        )
+
+    def batch_records(self, base_url=..., open_only=False):
+        """The recorded batches, oldest first, as dicts (of one endpoint unless ``base_url`` is left out)."""
+        query = ("SELECT input_file_id, batch_id, base_url, custom_ids, status, request_counts, ingested, created"
+                 " FROM batches")
+        rows = self._connection().execute(query + " ORDER BY created, rowid").fetchall()
+        records = []
+        for file_id, batch_id, url, custom_ids, status, counts, ingested, created in rows:
+            if (base_url is not ... and url != base_url) or (open_only and ingested):
+                continue
+            records.append(dict(
+                input_file_id=file_id, batch_id=batch_id, base_url=url, custom_ids=json.loads(custom_ids),
+                status=status, request_counts=None if counts is None else json.loads(counts),
+                ingested=bool(ingested), created=created,
+            ))
+        return records
 
     def __len__(self):
         return self._connection().execute("SELECT COUNT(*) FROM responses").fetchone()[0]

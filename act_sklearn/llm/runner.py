@@ -15,6 +15,11 @@ arrive, so an interrupted batch resumes where it stopped), and a cached answer
 that is not usable is ignored: running a batch again sends exactly the requests
 that have no usable answer.
 
+With ``LLMBackend(mode="batch")`` the requests without a usable cached answer
+go through the OpenAI Batch API instead (:mod:`~act_sklearn.llm.batch`), with
+the same cache keys, ``usable`` checks and escalation ladder, one batch round
+per step.
+
 Once per batch, before anything is sent, the server is asked what it is, and
 every answer is read for request fields it ignored
 (:mod:`~act_sklearn.llm.server_check`); what would mislead is reported as a
@@ -145,7 +150,11 @@ def run_requests(backend, requests, *, ledger=None, progress=False, desc="LLM re
                 pending.setdefault(request_key(backend.base_url, chains[index][0]), []).append(index)
         if pending:
             try:
-                results = _run_coroutine(batch.send_all([chains[ix[0]] for ix in pending.values()], progress, desc))
+                to_send = [chains[ix[0]] for ix in pending.values()]
+                if backend.mode == "batch":
+                    results = _send_in_batches(batch, to_send, progress, desc)
+                else:
+                    results = _run_coroutine(batch.send_all(to_send, progress, desc))
             finally:
                 for message in batch.server_warnings:
                     warnings.warn(message, ServerWarning, stacklevel=2)
@@ -157,6 +166,17 @@ def run_requests(backend, requests, *, ledger=None, progress=False, desc="LLM re
     finally:
         if cache is not None:
             cache.close()
+
+
+def _send_in_batches(batch, chains, progress, desc):
+    """The Batch API path (:mod:`~act_sklearn.llm.batch`), with the same cache, ledger and checks."""
+    from .batch import run_batches
+
+    try:
+        return run_batches(batch.backend, batch.cache, batch.ledger, batch.usable, chains, progress=progress,
+                           desc=desc, answer_checks=batch.answer_checks)
+    finally:
+        batch.server_warnings = batch.answer_checks.warnings(batch.backend.base_url)
 
 
 def _as_chain(request):

