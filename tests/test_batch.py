@@ -18,7 +18,7 @@ from sklearn.base import clone
 
 from act_sklearn import LLMBackend, MLLMAnnotator
 from act_sklearn.llm import ResponseCache, UsageLedger, batch, recorded_batches, request_key, run_requests
-from act_sklearn.workflow.cli import EXIT_OK, main
+from act_sklearn.workflow.cli import EXIT_LLM_FAILED, EXIT_OK, main
 from act_sklearn.workflow.run_folder import RunFolder
 
 LABELS = ["cat", "dog", "bird"]
@@ -289,3 +289,31 @@ def test_annotate_killed_while_polling_resumes_the_same_batch_and_pays_nothing_t
     usage = RunFolder(other).manifest()["steps"]["annotate"]["usage"]
     assert usage["cache_hits"] == 24 and usage["requests"] == 0 and server.chat_requests == 0
     assert RunFolder(other).read_table("machine.csv")["machine_label"] == labels
+
+
+def test_batches_cancel_through_the_command_then_the_same_command_labels_the_rest(server, tmp_path, capsys):
+    items = _items_file(tmp_path)
+    run = tmp_path / "run"
+    annotate = _annotate(run, items, server.url, "--batch", "--batch-poll-interval", "0.001")
+    server.script(Script(answered=10))
+    server.hold()
+    process = _command(*annotate)
+    assert server.polled_while_held.wait(WAIT)
+    assert main(["batches", "--run", str(run), "--cancel", "--api-key-env", "NO_KEY_NEEDED"]) == EXIT_OK
+    assert "cancelling" in capsys.readouterr().out
+    out, err = process.communicate(timeout=WAIT)
+    assert process.returncode == EXIT_LLM_FAILED and "14 of 24" in err and "cancelled" in err
+    server.release()
+    assert main(annotate) == EXIT_OK
+    assert server.batches_created == 2 and len(server.lines_answered) == 24 and _paid_once(server)
+    assert RunFolder(run).read_table("machine.csv")["machine_label"] == ["good" if i % 2 else "bad" for i in range(24)]
+
+    # criticize --batch: its own batch, then nothing more for the same command
+    criticize = ["criticize", "--run", str(run), "--strategy", "naive", "--base-url", server.url, "--model", "m",
+                 "--api-key-env", "NO_KEY_NEEDED", "--batch", "--batch-poll-interval", "0.001"]
+    assert main(criticize) == EXIT_OK and server.batches_created == 3
+    assert RunFolder(run).error_proba().shape == (24,) and server.chat_requests == 0
+    capsys.readouterr()
+    assert main(["batches", "--run", str(run), "--api-key-env", "NO_KEY_NEEDED"]) == EXIT_OK
+    statuses = [line.split()[1] for line in capsys.readouterr().out.strip().splitlines()]
+    assert statuses == ["cancelled", "completed", "completed"]

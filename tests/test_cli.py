@@ -588,3 +588,15 @@ def test_select_in_rounds_through_the_command(items_file, tmp_path, capsys):
     facts = json.loads((run / "report.json").read_text())
     assert facts["human_labels"] == 9 and facts["review_round"] == facts["review_rounds"] == 3
     assert facts["pending_reviews"] == 0
+
+
+def test_the_batches_step_has_help_and_needs_a_run_folder(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["batches", "--help"])
+    assert exited.value.code == 0 and "--cancel" in capsys.readouterr().out
+    assert main(["batches", "--run", str(tmp_path / "nowhere")]) == EXIT_BAD_INPUT
+    assert "is not a run folder" in capsys.readouterr().err
+    for step in ("annotate", "criticize", "run"):
+        with pytest.raises(SystemExit):
+            main([step, "--help"])
+        assert "--batch " in capsys.readouterr().out

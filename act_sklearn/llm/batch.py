@@ -224,7 +224,9 @@ class _Batches:
                         if job in group:
                             group.remove(job)
                     job.set_rung(level, kind, body)
-                    waiting.setdefault(record["batch_id"], []).append(job)
+                    group = waiting.setdefault(record["batch_id"], [])
+                    if job not in group:
+                        group.append(job)
         if waiting:
             logger.info("Resuming %d recorded batches", len(waiting))
         return waiting
