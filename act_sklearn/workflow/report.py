@@ -145,6 +145,11 @@ def _markdown(run, estimate, facts):
                 f"| {step}: LLM requests / cache hits / tokens in / tokens out | {usage['requests']} / "
                 f"{usage['cache_hits']} / {usage['prompt_tokens']} / {usage['completion_tokens']} |"
             )
+            if usage.get("batch_requests"):
+                lines.append(
+                    f"| {step}: Batch API requests / tokens in / tokens out | {usage['batch_requests']} / "
+                    f"{usage.get('batch_prompt_tokens', 0)} / {usage.get('batch_completion_tokens', 0)} |"
+                )
     lines.append("")
     lines += [f"![{name}]({name})" for name in facts["plots"]]
     return "\n".join(lines) + "\n"
