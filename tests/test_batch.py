@@ -317,3 +317,30 @@ def test_batches_cancel_through_the_command_then_the_same_command_labels_the_res
     assert main(["batches", "--run", str(run), "--api-key-env", "NO_KEY_NEEDED"]) == EXIT_OK
     statuses = [line.split()[1] for line in capsys.readouterr().out.strip().splitlines()]
     assert statuses == ["cancelled", "completed", "completed"]
+
+
+def test_run_with_batch_labels_criticizes_and_trains_through_the_batch_api_only(server, tmp_path):
+    # the whole job through the command: both LLM steps as batches, no online chat request
+    items = tmp_path / "reviews.csv"
+    with open(items, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["id", "review", "gold"])
+        for i in range(24):
+            writer.writerow([f"m{i}", f"movie {i} was {'good fun' if i % 2 else 'bad and dull'}", "good" if i % 2 else "bad"])
+    run = tmp_path / "run"
+    command = ["run", "--run", str(run), "--input", str(items), "--classes", "good,bad", "--id-column", "id",
+               "--text-column", "review", "--label-column", "gold", "--budget", "6", "--strategy", "naive",
+               "--base-url", server.url, "--model", "m", "--api-key-env", "NO_KEY_NEEDED",
+               "--batch", "--batch-poll-interval", "0.001"]
+    assert main(command) == EXIT_OK
+    assert server.batches_created == 2 and server.chat_requests == 0 and _paid_once(server)
+    folder = RunFolder(run)
+    assert folder.read_table("machine.csv")["machine_label"] == ["good" if i % 2 else "bad" for i in range(24)]
+    assert folder.error_proba().shape == (24,) and len(folder.reviews()) == 6
+    steps = folder.manifest()["steps"]
+    assert steps["annotate"]["usage"]["batch_requests"] == 24 and steps["criticize"]["usage"]["batch_requests"] == 24
+    report = (run / "report.md").read_text()  # the run trained and reported
+    assert "annotate: Batch API requests / tokens in / tokens out | 24 /" in report
+    # the same command again: every step done, no batch and no request
+    assert main(command) == EXIT_OK
+    assert server.batches_created == 2 and server.chat_requests == 0
