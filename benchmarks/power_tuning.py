@@ -65,7 +65,9 @@ def one_draw(X, human, machine, error_proba, budget, rule, explore, seed):
     y = np.where(sampler.reviewed_, human, -1)
     out = {}
     for name, power in (("0", 0.0), ("1", 1.0), ("auto", "auto")):
-        model = ACTLogisticRegression(clip=None).fit(X, y, machine_labels=machine, act_weight=weights, power=power)
+        model = ACTLogisticRegression(clip=None, compute_intervals=True).fit(
+        X, y, machine_labels=machine, act_weight=weights, power=power
+    )
         out[name] = params(model)
         if name == "auto":
             out["power"] = model.power_

@@ -22,7 +22,9 @@ def review(human, error_proba, seed, **sampler_params):
 
 
 def act_fit(X, y, machine, weights, power):
-    return ACTLogisticRegression(clip=None).fit(X, y, machine_labels=machine, act_weight=weights, power=power)
+    return ACTLogisticRegression(clip=None, compute_intervals=True).fit(
+        X, y, machine_labels=machine, act_weight=weights, power=power
+    )
 
 
 def test_auto_power_is_unbiased_and_never_noisier_than_the_better_fixed_power():
@@ -110,6 +112,11 @@ def test_intervals_need_the_act_design_and_a_dense_covariance():
     X, human, machine, error_proba = population(400)
     with pytest.raises(ValueError, match="pass machine_labels and act_weight"):
         ACTLogisticRegression().fit(X, human).coef_ci()
+    y, weights = review(human, error_proba, 0, budget=0.3, rule="sqrt", explore=0.2)
+    plain = ACTLogisticRegression(clip=None).fit(X, y, machine_labels=machine, act_weight=weights)
+    assert plain.coef_covariance_ is None  # opt-in: the covariance costs about one more fit
+    with pytest.raises(ValueError, match="compute_intervals=True"):
+        plain.coef_ci()
     wide = np.hstack([X, np.random.default_rng(0).normal(size=(400, DENSE_LIMIT))])
     y, weights = review(human, error_proba, 0, budget=0.3, rule="sqrt", explore=0.2)
     model = act_fit(wide, y, machine, weights, "auto")  # the diagonal stands in for H: power still tuned
