@@ -43,7 +43,7 @@ import json
 import logging
 
 from .cache import request_key
-from .runner import Outcome, _bounded, _cut_off, _escalated, _rejects_format
+from .runner import Outcome, _body_message, _bounded, _cut_off, _escalated, _rejects_format, _run_coroutine
 
 logger = logging.getLogger(__name__)
 
@@ -171,8 +171,6 @@ def run_batches(backend, cache, ledger, usable, chains, *, progress=False, desc=
     Returns one :class:`~.runner.Outcome` per chain, in order: a usable answer
     (also put in ``cache``) or the reason there is none.
     """
-    from .runner import _run_coroutine
-
     return _run_coroutine(_Batches(backend, cache, ledger, usable, answer_checks).run(chains, progress, desc))
 
 
@@ -373,15 +371,6 @@ class _Batches:
         return job.line_failed(status if status != 200 else None, message)
 
 
-def _body_message(body):
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict):
-            return str(inner.get("message") or inner)[:500]
-        return str(inner)[:500]
-    return None if body is None else str(body)[:500]
-
-
 def _batch_errors(batch):
     errors = (batch.errors.data if batch.errors else None) or []
     reasons = [f"{e.code}: {e.message}" + (f" (line {e.line})" if e.line else "") for e in errors]
@@ -405,8 +394,6 @@ def recorded_batches(backend, cache, *, cancel=False):
     ``ingested`` (answers read into the cache) and, with ``cancel``, ``cancelled``
     (whether a cancel was sent: batches that have ended are left alone).
     """
-    from .runner import _run_coroutine
-
     return _run_coroutine(_recorded_batches(backend, cache, cancel))
 
 

@@ -410,12 +410,16 @@ async def _post(client, body):
 
 
 def _error_message(exc):
-    body = exc.body
+    return _body_message(exc.body) or str(exc.message)[:500]
+
+
+def _body_message(body):
+    """The message of an error body (``{"error": {"message": ...}}`` or text), at most 500 characters."""
     if isinstance(body, dict):
         body = body.get("error", body)
         if isinstance(body, dict):
             body = body.get("message", body)
-    return str(body if body is not None else exc.message)[:500]
+    return None if body is None else str(body)[:500]
 
 
 def _retry_after(headers):
