@@ -246,31 +246,40 @@ class MLLMAnnotator(ClassifierMixin, TransformerMixin, LLMEstimatorMixin, BaseEs
             examples.append({"role": "assistant", "content": f'{{"label": "{names[label]}"}}'})
         return [[*examples, {"role": "user", "content": user_content(item)}] for item in items]
 
-    def _request_chain(self, conversation, modes, *, verbalized=False, seed=None):
+    def _request_chains(self, conversations, modes, *, verbalized=False, seeds=(None,)):
+        """One chain of request bodies per conversation and seed (conversation-major).
+
+        What every item's request shares (the system prompt, the schema, the
+        token budget) is built once per call, not once per item.
+        """
         schema = annotation_schema(
             self.label_names_,
             reasoning=self.chain_of_thought,
             confidence=verbalized,
             max_reasoning_chars=self.max_reasoning_chars,
         )
-        chain = []
+        shared = []  # per mode: (system message, fields without a seed, fields with one)
         for mode in modes:
             system = ANNOTATOR_SYSTEM.format(
                 instructions=self.instructions or DEFAULT_INSTRUCTIONS,
                 labels=format_labels(self.label_names_),
                 answer_format=answer_format(mode, schema),
             )
-            messages = [{"role": "system", "content": system}, *conversation]
-            body = {"messages": messages, "max_tokens": self.max_tokens or mode_token_budget(mode, schema)}
-            if seed is None:
-                body["temperature"] = self.temperature
-            else:
-                body["temperature"], body["seed"] = 1.0, int(seed)
-            body.update(format_fields(mode, "annotation", schema))
-            if self.probability in ("auto", "logprobs") and not verbalized and seed is None:
-                body["logprobs"], body["top_logprobs"] = True, self.top_logprobs
-            chain.append(body)
-        return chain
+            fields = {"max_tokens": self.max_tokens or mode_token_budget(mode, schema),
+                      **format_fields(mode, "annotation", schema)}
+            unseeded = {**fields, "temperature": self.temperature}
+            if self.probability in ("auto", "logprobs") and not verbalized:
+                unseeded["logprobs"], unseeded["top_logprobs"] = True, self.top_logprobs
+            shared.append(({"role": "system", "content": system}, unseeded, {**fields, "temperature": 1.0}))
+        chains = []
+        for conversation in conversations:
+            for seed in seeds:
+                chains.append([
+                    {"messages": [system, *conversation], **unseeded} if seed is None
+                    else {"messages": [system, *conversation], **seeded, "seed": int(seed)}
+                    for system, unseeded, seeded in shared
+                ])
+        return chains
 
     # -- answers ---------------------------------------------------------------
 
@@ -339,9 +348,7 @@ class MLLMAnnotator(ClassifierMixin, TransformerMixin, LLMEstimatorMixin, BaseEs
             if missing and self.probability == "auto":
                 # start from the output mode the server accepted in the first round
                 modes = modes[max((o.alternative for o in outcomes if o.ok), default=0) :]
-                requests = [
-                    self._request_chain(conversations[i], modes, verbalized=True) for i in missing
-                ]
+                requests = self._request_chains([conversations[i] for i in missing], modes, verbalized=True)
                 outcomes = self._send(
                     requests,
                     "Annotating (verbalized confidence)",
@@ -361,9 +368,7 @@ class MLLMAnnotator(ClassifierMixin, TransformerMixin, LLMEstimatorMixin, BaseEs
     def _first_round(self, conversations, want):
         """(outcomes, modes) of every item's first request: with logprobs, or for a verbalized confidence."""
         modes = self._modes()
-        requests = [
-            self._request_chain(conversation, modes, verbalized=want == "verbalized") for conversation in conversations
-        ]
+        requests = self._request_chains(conversations, modes, verbalized=want == "verbalized")
         outcomes = self._send(requests, "Annotating", read=lambda o: self._read_answer(o, want, modes))
         return outcomes, modes
 
@@ -409,7 +414,7 @@ class MLLMAnnotator(ClassifierMixin, TransformerMixin, LLMEstimatorMixin, BaseEs
         conversations = self._conversations(iter_items(X))
         seeds = self._sample_seeds()
         modes = self._modes()
-        requests = [self._request_chain(c, modes, seed=s) for c in conversations for s in seeds]
+        requests = self._request_chains(conversations, modes, seeds=seeds)
         outcomes = self._send(requests, "Annotating (sampling)", read=lambda o: self._read_answer(o, "label", modes))
         label_index = np.full((len(conversations), len(seeds)), -1)
         reasons = {}

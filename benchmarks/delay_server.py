@@ -30,13 +30,18 @@ message, never by ``hash()``, which is salted per process):
   alternatives are the first chunks of every candidate label.
 
 Endpoints: ``POST /v1/chat/completions`` (also ``/chat/completions``),
-``GET /v1/models``, ``GET /stats`` -> ``{"requests": N}``, ``POST /reset``.
+``GET /v1/models``, ``GET /stats`` -> ``{"requests": N, "answered": M,
+"peak_in_flight": P}``, ``POST /reset``.
+
+With ``slots=s`` (``--slots``) it works on at most ``s`` chat completions at a
+time, as llama.cpp's ``--parallel`` slots do: later ones wait for a free slot,
+and the delay starts when they get one.
 
 For tests that must act at a known point of a run (kill a client, start a
 second one), the server can *hold*: ``POST /hold`` with ``{"after": k}`` answers
 the first ``k`` chat completions and keeps every later one waiting until
-``POST /release``; ``GET /wait?requests=N`` returns as soon as ``N`` requests
-have arrived (an event, not a poll); ``GET /requests`` returns the bodies
+``POST /release``; ``GET /wait?requests=N&answered=M`` returns as soon as ``N``
+requests have arrived and ``M`` were answered (an event, not a poll); ``GET /requests`` returns the bodies
 received (recorded when started with ``record=True``); ``POST /garble`` with
 ``{"items": [text, ...]}`` makes every answer about a user message containing one
 of those texts an unreadable one (whitespace until ``max_tokens``, as a weak model
@@ -325,9 +330,14 @@ def error_body(message: str, kind: str = "invalid_request_error") -> dict:
 class DelayApp:
     """Routes requests; holds the delay and the request counter."""
 
-    def __init__(self, delay: float, record: bool = False):
+    def __init__(self, delay: float, record: bool = False, slots: int | None = None):
         self.delay = float(delay)
+        self.slots = slots
+        self._slots = None  # the semaphore, made on the server's own loop
         self.requests = 0
+        self.answered = 0
+        self.in_flight = 0
+        self.peak_in_flight = 0
         self.record = record
         self.bodies = []
         self.hold_after = None
@@ -339,14 +349,16 @@ class DelayApp:
             self._events = (asyncio.Condition(), asyncio.Event())
         return self._events
 
-    async def wait_for(self, n_requests: int, timeout: float) -> tuple[int, dict]:
+    async def wait_for(self, n_requests: int, timeout: float, n_answered: int = 0) -> tuple[int, dict]:
         arrivals, _ = self.events()
         async with arrivals:
             try:
-                await asyncio.wait_for(arrivals.wait_for(lambda: self.requests >= n_requests), timeout)
+                await asyncio.wait_for(arrivals.wait_for(
+                    lambda: self.requests >= n_requests and self.answered >= n_answered), timeout)
             except asyncio.TimeoutError:
-                return 408, error_body(f"{self.requests} of {n_requests} requests arrived in {timeout} s")
-        return 200, {"requests": self.requests}
+                return 408, error_body(f"{self.requests} of {n_requests} requests arrived and {self.answered} of "
+                                       f"{n_answered} were answered in {timeout} s")
+        return 200, {"requests": self.requests, "answered": self.answered}
 
     async def handle(self, method: str, path: str, body: bytes) -> tuple[int, dict]:
         """Answer one request: ``(status, json_body)``."""
@@ -361,9 +373,10 @@ class DelayApp:
             return 200, {"object": "list", "data": [
                 {"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "delay_server"}]}
         if path in ("/stats", "/v1/stats") and method == "GET":
-            return 200, {"requests": self.requests, "delay": self.delay}
+            return 200, {"requests": self.requests, "delay": self.delay, "answered": self.answered,
+                         "peak_in_flight": self.peak_in_flight}
         if path in ("/reset", "/v1/reset") and method == "POST":
-            self.requests = 0
+            self.requests = self.answered = self.peak_in_flight = 0
             self.bodies.clear()
             return 200, {"requests": 0}
         if path in ("/hold", "/v1/hold") and method == "POST":
@@ -378,12 +391,22 @@ class DelayApp:
             self.events()[1].set()
             return 200, {"requests": self.requests}
         if path in ("/wait", "/v1/wait") and method == "GET":
-            return await self.wait_for(int(query.get("requests", 1)), float(query.get("timeout", 60)))
+            return await self.wait_for(int(query.get("requests", 1)), float(query.get("timeout", 60)),
+                                       int(query.get("answered", 0)))
         if path in ("/requests", "/v1/requests") and method == "GET":
             return 200, {"bodies": self.bodies}
         return 404, error_body(f"no route for {method} {path}", "not_found_error")
 
     async def chat(self, body: bytes) -> tuple[int, dict]:
+        """A chat completion, ``delay`` seconds after it got a slot (counted on arrival and when answered)."""
+        if self.slots is None:
+            return await self.answer(body)
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.slots)
+        async with self._slots:
+            return await self.answer(body)
+
+    async def answer(self, body: bytes) -> tuple[int, dict]:
         """A chat completion, ``delay`` seconds after the request arrived (counted on arrival).
 
         The answer is built while waiting, so the server's own work does not add
@@ -412,9 +435,17 @@ class DelayApp:
         if any(text in user for text in self.garbled):
             answer["choices"][0].update(message={"role": "assistant", "content": '{\n \t \t'},
                                         finish_reason="length", logprobs=None)
-        if self.hold_after is not None and serial > self.hold_after:
-            await released.wait()
-        await asyncio.sleep(max(0.0, deadline - loop.time()))
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            if self.hold_after is not None and serial > self.hold_after:
+                await released.wait()
+            await asyncio.sleep(max(0.0, deadline - loop.time()))
+        finally:
+            self.in_flight -= 1
+        self.answered += 1
+        async with arrivals:
+            arrivals.notify_all()
         return 200, answer
 
 
@@ -516,9 +547,10 @@ def connection_handler(app: DelayApp):
     return serve
 
 
-async def start_server(delay: float, port: int = 0, record: bool = False) -> tuple[asyncio.AbstractServer, DelayApp, int]:
+async def start_server(delay: float, port: int = 0, record: bool = False,
+                       slots: int | None = None) -> tuple[asyncio.AbstractServer, DelayApp, int]:
     """Listen on 127.0.0.1:``port`` (0: any free port); returns the server, app and bound port."""
-    app = DelayApp(delay, record=record)
+    app = DelayApp(delay, record=record, slots=slots)
     server = await asyncio.start_server(connection_handler(app), HOST, port,
                                         backlog=BACKLOG, reuse_address=True)
     bound = server.sockets[0].getsockname()[1]
@@ -575,27 +607,45 @@ def serve_in_thread(delay: float = 0.1, port: int = 0, record: bool = False) -> 
         thread.join(timeout=10)
 
 
+class ServerProcess:
+    """The server in a child Python process: ``url``, and :meth:`stop` (``kill=True``: SIGKILL)."""
+
+    def __init__(self, delay: float = 0.1, port: int = 0, slots: int | None = None, startup_timeout: float = 30.0):
+        command = [sys.executable, "-u", __file__, "--delay", str(delay), "--port", str(port)]
+        if slots is not None:
+            command += ["--slots", str(slots)]
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        try:
+            self.url = read_ready_line(self.proc, startup_timeout)[len(READY_PREFIX):].strip()
+        except BaseException:
+            self.stop(kill=True)
+            raise
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill() if kill else self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+
+
 @contextlib.contextmanager
-def serve_in_process(delay: float = 0.1, port: int = 0, startup_timeout: float = 30.0) -> Iterator[str]:
+def serve_in_process(delay: float = 0.1, port: int = 0, startup_timeout: float = 30.0,
+                     slots: int | None = None) -> Iterator[str]:
     """Run the server in a child Python process; yields the base URL.
 
     The child has its own interpreter and core, so the client under test gets
     the other core to itself and its measured speed is its own, not the
     server's.  The child reports its port on its first stdout line.
     """
-    command = [sys.executable, "-u", __file__, "--delay", str(delay), "--port", str(port)]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    server = ServerProcess(delay, port, slots, startup_timeout)
     try:
-        line = read_ready_line(proc, startup_timeout)
-        yield line[len(READY_PREFIX):].strip()
+        yield server.url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
+        server.stop()
 
 
 def read_ready_line(proc: subprocess.Popen, timeout: float) -> str:
@@ -621,8 +671,13 @@ def stats_url(base_url: str, name: str) -> str:
 
 def request_count(base_url: str) -> int:
     """Chat-completion requests the server has received since start or the last reset."""
+    return int(server_stats(base_url)["requests"])
+
+
+def server_stats(base_url: str) -> dict:
+    """``requests`` received, ``answered``, ``peak_in_flight`` (since start or the last reset), ``delay``."""
     with urllib.request.urlopen(stats_url(base_url, "stats"), timeout=10) as response:
-        return int(json.load(response)["requests"])
+        return json.load(response)
 
 
 def reset_count(base_url: str) -> None:
@@ -645,9 +700,9 @@ def release(base_url: str) -> None:
     _post(base_url, "release", {})
 
 
-def wait_for_requests(base_url: str, n_requests: int, timeout: float = 120) -> int:
-    """Block until ``n_requests`` chat completions have arrived (counted since the last reset)."""
-    url = stats_url(base_url, f"wait?requests={n_requests}&timeout={timeout}")
+def wait_for_requests(base_url: str, n_requests: int, timeout: float = 120, answered: int = 0) -> int:
+    """Block until ``n_requests`` chat completions have arrived and ``answered`` were answered (since the last reset)."""
+    url = stats_url(base_url, f"wait?requests={n_requests}&answered={answered}&timeout={timeout}")
     with urllib.request.urlopen(url, timeout=timeout + 10) as response:
         return int(json.load(response)["requests"])
 
@@ -664,9 +719,9 @@ def _post(base_url: str, name: str, payload: dict) -> None:
         pass
 
 
-async def serve_forever(delay: float, port: int) -> None:
+async def serve_forever(delay: float, port: int, slots: int | None = None) -> None:
     """Foreground mode: announce the URL on stdout, then serve until killed."""
-    server, _, bound = await start_server(delay, port)
+    server, _, bound = await start_server(delay, port, slots=slots)
     print(READY_PREFIX + base_url_for(bound), flush=True)
     async with server:
         await server.serve_forever()
@@ -677,9 +732,10 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--delay", type=float, default=0.1, help="seconds before each answer")
     parser.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (0: any free port)")
+    parser.add_argument("--slots", type=int, default=None, help="chat completions worked on at once (default: all)")
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_forever(args.delay, args.port))
+        asyncio.run(serve_forever(args.delay, args.port, args.slots))
 
 
 if __name__ == "__main__":

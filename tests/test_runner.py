@@ -69,7 +69,7 @@ def test_a_cached_unusable_answer_does_not_block_a_rerun(tmp_path):
     fake = FakeLLM()
     backend = fake.backend(tmp_path)
     annotator = MLLMAnnotator(backend, classes=LABELS, output_mode="json_schema").fit()
-    body = annotator._request_chain([{"role": "user", "content": "a cat"}], ("json_schema",))[0]
+    body = annotator._request_chains([[{"role": "user", "content": "a cat"}]], ("json_schema",))[0][0]
     store = ResponseCache(tmp_path / "cache.sqlite")
     store.put(request_key(backend.base_url, {"model": backend.model, **body}), backend.model, CUT_OFF)
     store.close()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 NO_KEY = "no-key"  # sent when the key variable is unset: local servers ignore it
 MODES = ("online", "batch")
+REPLICA_SCOPE = "replicas"  # the cache scope of a list of replicas: whichever answered
 
 
 def default_cache_path():
@@ -28,8 +29,14 @@ class LLMBackend:
     ----------
     model : str, default="gpt-4o-mini"
         Model name sent with every request.
-    base_url : str or None, default=None
-        Endpoint, e.g. ``"http://127.0.0.1:8080/v1"``; None means OpenAI's.
+    base_url : str, list of str or None, default=None
+        Endpoint, e.g. ``"http://127.0.0.1:8080/v1"``; None means OpenAI's. A
+        list names replicas serving the same model (:mod:`~act_sklearn.llm.replicas`):
+        each request goes to the one with the fewest requests in flight, and a
+        replica that refuses connections or keeps failing is left out for a
+        while. The response cache keys a list's answers by the model and the
+        request alone, so any list of replicas (in any order, with members
+        added or gone) reuses them; a single URL keys them by that URL.
     api_key_env : str, default="OPENAI_API_KEY"
         Name of the environment variable that holds the API key. The key is read
         when a request batch starts and is never stored.
@@ -67,7 +74,7 @@ class LLMBackend:
     """
 
     model: str = "gpt-4o-mini"
-    base_url: str | None = None
+    base_url: str | list | None = None
     api_key_env: str = "OPENAI_API_KEY"
     timeout: float = 60.0
     max_retries: int = 5
@@ -92,6 +99,15 @@ class LLMBackend:
                 "api_key_env is the NAME of the environment variable holding the key "
                 f"(e.g. 'OPENAI_API_KEY'), got {self.api_key_env!r}; never pass the key itself."
             )
+        if isinstance(self.base_url, (list, tuple)):
+            if not self.base_url or not all(isinstance(url, str) and url for url in self.base_url):
+                raise ValueError(f"base_url as a list names one or more replica URLs, got {self.base_url!r}.")
+            if len(set(self.base_url)) < len(self.base_url):
+                raise ValueError(f"base_url lists a replica twice: {self.base_url!r}.")
+            if self.mode == "batch":
+                raise ValueError("mode='batch' sends to one endpoint (the provider's Batch API); give one base_url.")
+        elif self.base_url is not None and not (isinstance(self.base_url, str) and self.base_url):
+            raise ValueError(f"base_url must be a URL, a list of replica URLs or None, got {self.base_url!r}.")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}.")
         if self.mode == "batch" and self.cache_path is False:
@@ -118,6 +134,16 @@ class LLMBackend:
             setattr(self, name, value)
         return self.validate()
 
+    @property
+    def replicas(self):
+        """The endpoints requests go to: a tuple of base URLs (None for OpenAI's)."""
+        return tuple(self.base_url) if isinstance(self.base_url, (list, tuple)) else (self.base_url,)
+
+    @property
+    def cache_scope(self):
+        """What, besides the request, keys the cache: the URL, or ``"replicas"`` for a list of them."""
+        return REPLICA_SCOPE if isinstance(self.base_url, (list, tuple)) else self.base_url
+
     def resolved_cache_path(self):
         """The cache file, or None when caching is off."""
         if self.cache_path is False:
@@ -138,8 +164,8 @@ class LLMBackend:
             timeout=self.timeout,
         )
 
-    def make_async_client(self, http_client=None, max_retries=0):
-        """A fresh ``openai.AsyncOpenAI`` (over ``http_client``, else a new one).
+    def make_async_client(self, http_client=None, max_retries=0, base_url=None):
+        """A fresh ``openai.AsyncOpenAI`` (over ``http_client``, else a new one), for ``base_url`` or the backend's.
 
         Chat-completion retries are the runner's, so the client's are off by
         default; the batch path lets the client retry its file and batch calls.
@@ -148,7 +174,7 @@ class LLMBackend:
 
         return openai.AsyncOpenAI(
             api_key=os.environ.get(self.api_key_env) or NO_KEY,
-            base_url=self.base_url,
+            base_url=base_url or self.replicas[0],
             timeout=self.timeout,
             max_retries=max_retries,
             http_client=http_client or self.make_http_client(),

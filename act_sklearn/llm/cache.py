@@ -93,6 +93,17 @@ class ResponseCache:
             (key, model, json.dumps(response, separators=(",", ":")), time.time()),
         )
 
+    def put_many(self, rows):
+        """Store ``(key, model, response)`` rows in one transaction."""
+        now = time.time()
+        db = self._connection()
+        with db:  # one BEGIN ... COMMIT
+            db.execute("BEGIN")
+            db.executemany(
+                "INSERT OR REPLACE INTO responses (key, model, response, created) VALUES (?, ?, ?, ?)",
+                [(key, model, json.dumps(response, separators=(",", ":")), now) for key, model, response in rows],
+            )
+
     # the batch ledger: one row per uploaded batch input file
 
     def record_batch_file(self, input_file_id, base_url, custom_ids):

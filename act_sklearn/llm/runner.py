@@ -27,16 +27,20 @@ every answer is read for request fields it ignored
 """
 
 import asyncio
+import dataclasses
 import json
 import logging
 import random
 import threading
 import warnings
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from .cache import ResponseCache, request_key
+from .http import ConnectionFailed, HostConnections, lean_path_applies
 from .ledger import UsageLedger
 from .prompts import answer_token_budget, bounded_schema
+from .replicas import ReplicaPool
 from .server_check import AnswerChecks, ServerWarning, probe_server
 
 logger = logging.getLogger(__name__)
@@ -46,7 +50,6 @@ MAX_RETRY_AFTER = 120.0  # seconds; a longer Retry-After is capped, not obeyed b
 IMAGE_TOKEN_ESTIMATE = 765  # a high-detail 512 px image, for client-side token limits
 ESCALATION = 4  # a cut-off answer is asked once more with this many times the max_tokens
 MAX_ESCALATED_TOKENS = 4096
-SERVER_FIELDS = ("grammar",)  # request fields the openai client does not know
 
 
 @dataclass
@@ -67,9 +70,10 @@ class Outcome:
 class TransientError(Exception):
     """A failure worth retrying, with the server's Retry-After if it sent one."""
 
-    def __init__(self, reason, retry_after=None):
+    def __init__(self, reason, retry_after=None, refused=False):
         super().__init__(reason)
         self.retry_after = retry_after
+        self.refused = refused  # the server was not reached at all
 
 
 class PermanentError(Exception):
@@ -143,11 +147,14 @@ def run_requests(backend, requests, *, ledger=None, progress=False, desc="LLM re
     cache = ResponseCache(cache_path) if cache_path is not None else None
     try:
         batch = _Batch(backend, cache, ledger, usable or (lambda response, alternative: None))
-        outcomes = [batch.from_cache(chain) for chain in chains]
+        # online, only each chain's first body is looked up here; the rest of the lookups happen in
+        # the send loop, while other requests are in flight, so the first requests leave at once
+        quick = backend.mode == "online"
+        outcomes = [batch.from_cache(chain, first_only=quick) for chain in chains]
         pending = {}  # one request per distinct first-choice key: no paid duplicates
         for index, outcome in enumerate(outcomes):
             if outcome is None:
-                pending.setdefault(request_key(backend.base_url, chains[index][0]), []).append(index)
+                pending.setdefault(request_key(backend.cache_scope, chains[index][0]), []).append(index)
         if pending:
             try:
                 to_send = [chains[ix[0]] for ix in pending.values()]
@@ -221,13 +228,13 @@ class _Batch:
         self.answer_checks = AnswerChecks()
         self.server_warnings = []
 
-    def from_cache(self, chain):
-        """The first usable cached answer to a body of the chain (or its escalation)."""
+    def from_cache(self, chain, first_only=False):
+        """The first usable cached answer to a body of the chain (or its escalation); ``first_only``: to its first body."""
         if self.cache is None:
             return None
-        for level, body in enumerate(chain):
-            for attempt in (body, _bounded(body), _escalated(body)):
-                response = attempt and self.cache.get(request_key(self.backend.base_url, attempt))
+        for level, body in enumerate(chain[:1] if first_only else chain):
+            for attempt in (body,) if first_only else (body, _bounded(body), _escalated(body)):
+                response = attempt and self.cache.get(request_key(self.backend.cache_scope, attempt))
                 if response is not None and self.usable(response, level) is None:
                     self.ledger.cache_hits += 1
                     return Outcome(response=response, cached=True, alternative=level)
@@ -240,31 +247,85 @@ class _Batch:
         self.semaphore = asyncio.Semaphore(backend.max_concurrency)
         self.request_limiter = backend.requests_per_minute and RateLimiter(backend.requests_per_minute)
         self.token_limiter = backend.tokens_per_minute and RateLimiter(backend.tokens_per_minute)
+        self.pool = ReplicaPool(backend.replicas)
+        self.cache_writes = []
         bar = tqdm(total=len(chains), desc=desc, disable=None if progress else True, leave=False)
         http = backend.make_http_client()
-        async with backend.make_async_client(http) as client:
-            # once per batch: what the server is, before paying for requests it would mislead on
-            found = await probe_server(http, backend, chains)
+        endpoints = []
+        try:
+            for url in backend.replicas:
+                # the openai client says where and with which headers (key, organization, ...); the posts
+                # are ours (not closed: that would close the shared http client, closed below)
+                client = backend.make_async_client(http, base_url=url)
+                endpoints.append(_Endpoint(client, http, backend.http_transport))
+            probe = None
+
+            async def probe_all():
+                found = []
+                for url in backend.replicas:
+                    found += await probe_server(http, dataclasses.replace(backend, base_url=url), chains)
+                return found
 
             async def one(chain):
-                outcome = await self.send_chain(client, chain)
+                nonlocal probe
+                outcome = self.from_cache(chain)
+                if outcome is None:
+                    # once per batch, and only if anything is sent: what each server is, before
+                    # paying for requests it would mislead on
+                    probe = probe or asyncio.ensure_future(probe_all())
+                    await probe
+                    outcome = await self.send_chain(endpoints, chain)
                 bar.update()
                 return outcome
 
-            try:
-                return await asyncio.gather(*(one(chain) for chain in chains))
-            finally:
-                bar.close()
-                self.server_warnings = found + self.answer_checks.warnings(backend.base_url)
+            # max_concurrency workers, each taking the next item when its last is done: an item's
+            # lookups happen just before it is sent, and no task waits per item
+            results = [None] * len(chains)
+            todo = iter(enumerate(chains))
 
-    async def send_chain(self, client, chain):
+            async def worker():
+                for index, chain in todo:
+                    results[index] = await one(chain)
+
+            try:
+                await asyncio.gather(*(worker() for _ in range(min(backend.max_concurrency, len(chains)))))
+                return results
+            finally:
+                self.flush_cache()
+                bar.close()
+                found = probe.result() if probe is not None and probe.done() and not probe.cancelled() else []
+                self.server_warnings = found + self.answer_checks.warnings(backend.base_url)
+        finally:
+            for endpoint in endpoints:
+                endpoint.close()
+            await http.aclose()
+
+    def store(self, body, response):
+        """Cache an answer: written with the others that arrive in the same turn of the event loop.
+
+        One transaction per turn instead of one per answer; the write happens
+        before the loop waits on anything, so a killed run loses no answer it
+        had read.
+        """
+        if self.cache is None:
+            return
+        if not self.cache_writes:
+            asyncio.get_running_loop().call_soon(self.flush_cache)
+        self.cache_writes.append((request_key(self.backend.cache_scope, body), body["model"], response))
+
+    def flush_cache(self):
+        if self.cache_writes:
+            rows, self.cache_writes = self.cache_writes, []
+            self.cache.put_many(rows)
+
+    async def send_chain(self, endpoints, chain):
         outcome, unusable = Outcome(), []
         for level, body in enumerate(chain):
             try:
-                response = await self.send_with_retries(client, chain, level, outcome)
+                response = await self.send_with_retries(endpoints, chain, level, outcome)
                 reason = self.usable(response, level)
                 if reason is not None and _cut_off(response):
-                    again = await self.ask_again(client, chain, level, outcome, body)
+                    again = await self.ask_again(endpoints, chain, level, outcome, body)
                     if again is not None:
                         self.ledger.unusable += 1
                         body, response = again
@@ -286,31 +347,32 @@ class _Batch:
             except TransientError as exc:
                 outcome.error = f"gave up after {outcome.attempts} attempts: {exc}"
                 return outcome
-            if self.cache is not None:
-                self.cache.put(request_key(self.backend.base_url, body), body["model"], response)
+            self.store(body, response)
             outcome.response, outcome.error, outcome.alternative = response, None, level
             return outcome
         return outcome
 
-    async def ask_again(self, client, chain, level, outcome, body):
+    async def ask_again(self, endpoints, chain, level, outcome, body):
         """(body, response) of the answer asked again after ``body``'s was cut off; None if there is no more to give."""
         bounded, escalated = _bounded(body), _escalated(body)
         if bounded is not None:
             try:
-                return bounded, await self.send_with_retries(client, chain, level, outcome, body=bounded)
+                return bounded, await self.send_with_retries(endpoints, chain, level, outcome, body=bounded)
             except PermanentError as exc:  # a server that refuses maxLength gets the plain escalation
                 logger.info("A bounded answer was refused (%s); asking with more tokens only", exc)
         if escalated is not None:
-            return escalated, await self.send_with_retries(client, chain, level, outcome, body=escalated)
+            return escalated, await self.send_with_retries(endpoints, chain, level, outcome, body=escalated)
         return None
 
-    async def send_with_retries(self, client, chain, level, outcome, body=None):
+    async def send_with_retries(self, endpoints, chain, level, outcome, body=None):
         backend = self.backend
         body = chain[level] if body is None else body
+        payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()  # once, for every attempt
         for attempt in range(backend.max_retries + 1):
             if attempt:
                 self.ledger.retries += 1
             outcome.attempts += 1
+            replica = None
             try:
                 async with self.semaphore:
                     if level < min(self.first_alternative, len(chain) - 1):
@@ -320,20 +382,116 @@ class _Batch:
                     if self.token_limiter:
                         await self.token_limiter.acquire(estimate_tokens(body))
                     self.ledger.requests += 1
-                    # a deadline for the whole request (httpx's timeouts are per read)
-                    response = await asyncio.wait_for(_post(client, body), backend.timeout)
+                    replica = self.pool.acquire()
+                    try:
+                        response = await endpoints[replica.index].post(payload, backend.timeout)
+                    except TransientError as exc:
+                        self.pool.release(replica, ok=False, refused=exc.refused)
+                        raise
+                    except BaseException:  # a permanent error is the request's fault, not the replica's
+                        self.pool.release(replica, ok=True)
+                        raise
+                    self.pool.release(replica, ok=True)
                 self.ledger.record_usage(response.get("usage"))
                 self.answer_checks.observe(body, response)
                 return response
-            except (TransientError, asyncio.TimeoutError) as exc:
-                if isinstance(exc, asyncio.TimeoutError):
-                    exc = TransientError(f"no answer within {backend.timeout} s")
+            except TransientError as exc:
                 if attempt == backend.max_retries:
                     raise exc from None
+                if exc.refused and self.pool.another_available(replica):
+                    logger.info("Replica %s refused; retrying on another: %s", replica.url, exc)
+                    continue  # another replica is up: no reason to wait
                 delay = _backoff(attempt, exc.retry_after, backend.timeout)
                 logger.info("Retrying in %.2f s after: %s", delay, exc)
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
+
+
+class _Endpoint:
+    """One replica as the runner posts to it: the chat-completions URL, the headers, the connections.
+
+    The ``openai`` client it is made from says where requests go and with
+    which headers (key, organization, project); the posts themselves skip the
+    SDK's per-request work (:mod:`~act_sklearn.llm.http`).
+    """
+
+    def __init__(self, client, http, transport):
+        self.url = str(client.base_url).rstrip("/") + "/chat/completions"
+        headers = {**client.auth_headers, **client.default_headers,
+                   "Content-Type": "application/json", "Accept": "application/json"}
+        self.headers = {name: value for name, value in headers.items() if isinstance(value, str)}
+        self.http = http
+        self.connections = HostConnections(self.url) if lean_path_applies(self.url, transport) else None
+        self.path = urlsplit(self.url).path
+
+    async def post(self, payload, timeout):
+        """The response dict of one chat completion; raises TransientError or PermanentError."""
+        try:
+            async with _deadline(timeout):  # for the whole request (httpx's timeouts are per read)
+                if self.connections is not None:
+                    status, headers, content = await self.connections.post(self.path, payload, self.headers)
+                else:
+                    answer = await self.http.post(self.url, content=payload, headers=self.headers)
+                    status, headers, content = answer.status_code, answer.headers, answer.content
+        except (asyncio.TimeoutError, TimeoutError):
+            raise TransientError(f"no answer within {timeout} s") from None
+        except ConnectionFailed as exc:
+            raise TransientError(f"connection error: {exc}", refused=exc.refused) from None
+        except Exception as exc:
+            import httpx2
+
+            if isinstance(exc, httpx2.TimeoutException):
+                raise TransientError(f"request timed out: {exc}") from None
+            if isinstance(exc, httpx2.TransportError):
+                refused = isinstance(exc, httpx2.ConnectError)
+                raise TransientError(f"connection error: {exc}", refused=refused) from None
+            raise
+        return _read_response(status, headers, content)
+
+    def close(self):
+        if self.connections is not None:
+            self.connections.close()
+
+
+if hasattr(asyncio, "timeout"):  # Python 3.11+: a deadline without a task per request
+    _deadline = asyncio.timeout
+else:  # pragma: no cover - Python 3.10
+    import contextlib
+
+    @contextlib.asynccontextmanager
+    async def _deadline(seconds):
+        task = asyncio.current_task()
+        handle = asyncio.get_running_loop().call_later(seconds, task.cancel)
+        try:
+            yield
+        except asyncio.CancelledError:
+            if handle.cancelled() or asyncio.get_running_loop().time() < handle.when():
+                raise
+            raise asyncio.TimeoutError from None
+        finally:
+            handle.cancel()
+
+
+def _read_response(status, headers, content):
+    """The response dict of an HTTP answer, or the TransientError / PermanentError it means."""
+    if status >= 400:
+        try:
+            message = _body_message(json.loads(content))
+        except ValueError:
+            message = content.decode("utf-8", "replace").strip()[:500] or f"HTTP {status}"
+        reason = f"HTTP {status}: {message}"
+        if status in RETRYABLE_STATUS or status >= 500:
+            raise TransientError(reason, _retry_after(headers))
+        if status in (401, 403):
+            reason += " (check the API key variable named by LLMBackend.api_key_env)"
+        raise PermanentError(reason, status)
+    try:
+        response = json.loads(content)
+    except ValueError:
+        raise TransientError("the server's response is not JSON") from None
+    if not isinstance(response, dict) or not response.get("choices"):
+        raise TransientError("the server answered with no choices")
+    return response
 
 
 def _escalated(body):
@@ -378,39 +536,6 @@ def _backoff(attempt, retry_after, cap):
         return min(retry_after, MAX_RETRY_AFTER)
     # exponential with full jitter, as the openai client does, capped by the timeout
     return random.uniform(0, min(0.5 * 2**attempt, max(cap, 1.0), 30.0))
-
-
-async def _post(client, body):
-    """One request; raises TransientError or PermanentError, returns the response dict."""
-    import openai
-
-    # fields of one server's own (llama.cpp's grammar) go in the body as they are, past the client's checks
-    extra = {name: body[name] for name in SERVER_FIELDS if name in body}
-    standard = {name: value for name, value in body.items() if name not in extra}
-    try:
-        raw = await client.chat.completions.with_raw_response.create(**standard, extra_body=extra or None)
-    except openai.APIStatusError as exc:
-        reason = f"HTTP {exc.status_code}: {_error_message(exc)}"
-        if exc.status_code in RETRYABLE_STATUS or exc.status_code >= 500:
-            raise TransientError(reason, _retry_after(exc.response.headers)) from None
-        if exc.status_code in (401, 403):
-            reason += " (check the API key variable named by LLMBackend.api_key_env)"
-        raise PermanentError(reason, exc.status_code) from None
-    except openai.APITimeoutError:
-        raise TransientError("request timed out") from None
-    except openai.APIConnectionError as exc:
-        raise TransientError(f"connection error: {exc}") from None
-    try:
-        response = json.loads(raw.text)
-    except ValueError:
-        raise TransientError("the server's response is not JSON") from None
-    if not isinstance(response, dict) or not response.get("choices"):
-        raise TransientError("the server answered with no choices")
-    return response
-
-
-def _error_message(exc):
-    return _body_message(exc.body) or str(exc.message)[:500]
 
 
 def _body_message(body):

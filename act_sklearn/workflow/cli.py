@@ -42,9 +42,10 @@ def _backend(args, prefix=""):
     if prices is not None:
         prices.update((name, value) for name, value in (("batch_input", args.price_batch_input),
                                                         ("batch_output", args.price_batch_output)) if value is not None)
+    base_url = get("base_url")  # a list: --base-url given once or more
     return LLMBackend(
         model=get("model"),
-        base_url=get("base_url"),
+        base_url=base_url[0] if base_url and len(base_url) == 1 else base_url,
         api_key_env=get("api_key_env"),
         max_concurrency=args.max_concurrency,
         cache_path=str(args.run / CACHE),
@@ -364,7 +365,9 @@ def _input_options(sub):
 def _llm_options(sub, *, critic=False, model_default="gpt-4o-mini"):
     def endpoint(prefix, who, model, base_url, key):
         sub.add_argument(f"--{prefix}model", default=model, help=f"{who}: the model (default: {model or 'as the annotator'})")
-        sub.add_argument(f"--{prefix}base-url", default=None, help=f"{who}: an OpenAI-compatible endpoint ({base_url})")
+        sub.add_argument(f"--{prefix}base-url", default=None, action="append",
+                         help=f"{who}: an OpenAI-compatible endpoint ({base_url}); more than once: replicas of "
+                              "one model, each request to the least busy")
         sub.add_argument(
             f"--{prefix}api-key-env",
             default="OPENAI_API_KEY" if not prefix else None,
