@@ -47,7 +47,7 @@ class Script:
     how it ends. ``answered`` is how many of its lines (in file order) an
     ``expired`` or ``cancelled`` batch finished (every line for ``completed``).
     ``fail_line(body)`` returns an error message for a line that fails with HTTP
-    400 (in the error file), else None. ``errors`` are a ``failed`` batch's reasons.
+    400 (in the error file), or ``(status, message)`` for another status, else None. ``errors`` are a ``failed`` batch's reasons.
     """
 
     statuses: tuple = ("in_progress", "finalizing", "completed")
@@ -211,8 +211,9 @@ class BatchServer:
                 if isinstance(result, tuple):
                     failure = result[1]
             if failure is not None:
+                status, failure = failure if isinstance(failure, tuple) else (400, failure)
                 errors.append(dict(id=f"batch_req_{number}", custom_id=custom_id, error=None, response=dict(
-                    status_code=400, request_id=f"req_{number}", body=_error(failure))))
+                    status_code=status, request_id=f"req_{number}", body=_error(failure))))
             else:
                 output.append(dict(id=f"batch_req_{number}", custom_id=custom_id, error=None, response=dict(
                     status_code=200, request_id=f"req_{number}", body=result)))

@@ -103,6 +103,24 @@ def test_failed_lines_become_the_items_failures_and_a_rerun_sends_only_them(serv
     assert sorted(user_text(line["body"]) for line in server.uploaded_lines()[9:]) == sorted(broken)
 
 
+def test_lines_that_failed_with_429_or_5xx_go_in_the_next_batch_within_max_retries(server, tmp_path):
+    busy = {"item 1: a dog": (429, "rate limited"), "item 5: a bird": (503, "overloaded")}
+    server.script(Script(fail_line=lambda body: busy.get(user_text(body))),
+                  Script(fail_line=lambda body: (429, "still rate limited") if user_text(body) == "item 1: a dog"
+                         else None))
+    annotations = _annotator(_backend(server, tmp_path)).annotate(ITEMS)
+    assert not annotations.failures and _labels(annotations) == [LABELS[i % 3] for i in range(9)]
+    # the first batch's two failed lines in a second, then the one still refused in a third: nothing else
+    assert server.batches_created == 3
+    assert sorted(user_text(line["body"]) for line in server.uploaded_lines()[9:]) == sorted(
+        ["item 1: a dog", "item 5: a bird", "item 1: a dog"])
+    # with max_retries=1 the line refused twice is the item's failure, naming the last reason
+    server.script(*[Script(fail_line=lambda body: (500, "broken backend"))] * 2)
+    failed = _annotator(_backend(server, tmp_path, max_retries=1)).annotate(["item 9: a cat"])
+    assert [f.index for f in failed.failures] == [0] and "failed 2 times, last: HTTP 500" in failed.failures[0].reason
+    assert server.batches_created == 5
+
+
 def test_an_expired_batch_keeps_its_finished_lines_and_resubmits_the_rest(server, tmp_path):
     server.script(Script(statuses=("in_progress", "expired"), answered=4))
     annotations = _annotator(_backend(server, tmp_path)).annotate(ITEMS)

@@ -30,7 +30,9 @@ What becomes of each line
 An answer is read with the caller's ``usable`` check, as online. An answer it
 cannot read climbs the same ladder as online, one batch round per step: a
 cut-off answer is asked again with a bound on free text or more tokens, then in
-the next output mode of the chain. A line that failed (HTTP 400, a refused
+the next output mode of the chain. A line that failed with a status worth
+retrying (429, 408, 409, 5xx) is submitted again in the next batch, up to the
+backend's ``max_retries`` times; any other failed line (HTTP 400, a refused
 format, ...) becomes the item's failure with its reason; a line a batch did not
 reach before it expired is submitted again (the lines it finished are kept), up
 to :data:`MAX_EXPIRIES` times; lines of a cancelled or failed batch are failures.
@@ -43,7 +45,16 @@ import json
 import logging
 
 from .cache import request_key
-from .runner import Outcome, _body_message, _bounded, _cut_off, _escalated, _rejects_format, _run_coroutine
+from .runner import (
+    RETRYABLE_STATUS,
+    Outcome,
+    _body_message,
+    _bounded,
+    _cut_off,
+    _escalated,
+    _rejects_format,
+    _run_coroutine,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +106,7 @@ class _Job:
         self.base_url = base_url
         self.reasons = []
         self.expiries = 0
+        self.transient = 0  # lines that failed with a status worth retrying (429, 5xx, ...)
         self.outcome = None
         self.attempts = 0
         self.set_rung(0, "first", chain[0])
@@ -144,9 +156,15 @@ class _Job:
         self.finish(error="no usable answer: " + " / ".join(dict.fromkeys(self.reasons)))
         return False
 
-    def line_failed(self, status, message):
+    def line_failed(self, status, message, max_retries):
         """Take a failed line; True when the request is to be asked again (in the next round)."""
         reason = f"HTTP {status}: {message}" if status else message
+        if status is not None and (status in RETRYABLE_STATUS or status >= 500):
+            self.transient += 1
+            if self.transient <= max_retries:
+                return True  # the same request, in the next batch
+            self.finish(error=f"batch request failed {self.transient} times, last: {reason}")
+            return False
         if status == 400 and self.kind == "bounded" and _escalated(self.chain[self.level]) is not None:
             # a server that refuses maxLength gets the plain escalation
             self.set_rung(self.level, "escalated", _escalated(self.chain[self.level]))
@@ -368,7 +386,7 @@ class _Batches:
             job.finish(error=f"batch {batch.id} was cancelled before this request ran")
             return False
         message = error.get("message") or _body_message(body) or f"no answer (line {json.dumps(line)[:200]})"
-        return job.line_failed(status if status != 200 else None, message)
+        return job.line_failed(status if status != 200 else None, message, self.backend.max_retries)
 
 
 def _batch_errors(batch):

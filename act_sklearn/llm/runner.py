@@ -41,13 +41,12 @@ from .http import ConnectionFailed, HostConnections, lean_path_applies
 from .ledger import UsageLedger
 from .prompts import answer_token_budget, bounded_schema
 from .replicas import ReplicaPool
-from .server_check import AnswerChecks, ServerWarning, probe_server
+from .server_check import AnswerChecks, ServerWarning, estimated_tokens, probe_server
 
 logger = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = {408, 409, 429}
 MAX_RETRY_AFTER = 120.0  # seconds; a longer Retry-After is capped, not obeyed blindly
-IMAGE_TOKEN_ESTIMATE = 765  # a high-detail 512 px image, for client-side token limits
 ESCALATION = 4  # a cut-off answer is asked once more with this many times the max_tokens
 MAX_ESCALATED_TOKENS = 4096
 
@@ -105,17 +104,8 @@ class RateLimiter:
 
 
 def estimate_tokens(body):
-    """A generous token estimate of a request (for client-side token limits)."""
-    tokens = body.get("max_tokens") or body.get("max_completion_tokens") or 256
-    for message in body.get("messages", []):
-        content = message.get("content")
-        parts = content if isinstance(content, list) else [{"type": "text", "text": content}]
-        for part in parts:
-            if part.get("type") == "image_url":
-                tokens += IMAGE_TOKEN_ESTIMATE
-            else:
-                tokens += len(str(part.get("text") or "")) // 3 + 1
-    return tokens
+    """A generous token estimate of a request, for client-side token limits (3 characters a token)."""
+    return estimated_tokens(body, chars_per_token=3, missing_max_tokens=256)
 
 
 def run_requests(backend, requests, *, ledger=None, progress=False, desc="LLM requests", usable=None):

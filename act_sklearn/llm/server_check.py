@@ -75,7 +75,7 @@ async def probe_server(http, backend, chains):
     if info.kind == "llama.cpp":
         found += await _check_llama_template(http, root, info)
     if info.context is not None and bodies:
-        longest = max(bodies, key=_estimated_tokens)
+        longest = max(bodies, key=estimated_tokens)
         needed, exact = await _tokens_needed(http, root, info, longest)
         if needed > info.context:
             found.append(
@@ -145,18 +145,22 @@ async def _tokens_needed(http, root, info, body):
             return len(tokens["tokens"]) + max_tokens, True
         except Exception as exc:  # fall back to the estimate
             logger.debug("token count skipped: %s", exc)
-    return _estimated_tokens(body), False
+    return estimated_tokens(body), False
 
 
-def _estimated_tokens(body):
-    tokens = int(body.get("max_tokens") or body.get("max_completion_tokens") or 0)
+def estimated_tokens(body, chars_per_token=CHARS_PER_TOKEN, missing_max_tokens=0):
+    """Tokens a request may use: its prompt at ``chars_per_token`` characters a token, images, and ``max_tokens``.
+
+    ``missing_max_tokens`` stands in for a body without ``max_tokens``.
+    """
+    tokens = int(body.get("max_tokens") or body.get("max_completion_tokens") or missing_max_tokens)
     for message in body.get("messages", []):
         content = message.get("content")
         for part in content if isinstance(content, list) else [{"type": "text", "text": content}]:
             if part.get("type") == "image_url":
                 tokens += IMAGE_TOKENS
             else:
-                tokens += len(str(part.get("text") or "")) // CHARS_PER_TOKEN + 1
+                tokens += len(str(part.get("text") or "")) // chars_per_token + 1
     return tokens
 
 
