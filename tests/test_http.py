@@ -2,8 +2,12 @@
 
 import asyncio
 import json
+import shutil
+import ssl
+import subprocess
 
 import pytest
+from conftest import skip_or_fail
 
 from act_sklearn import LLMBackend
 from act_sklearn.llm import run_requests
@@ -19,15 +23,16 @@ class RawServer:
     Counts connections and requests; keeps connections open unless told.
     """
 
-    def __init__(self, reply):
+    def __init__(self, reply, tls=None):
         self.reply = reply
+        self.tls = tls  # an ssl.SSLContext: serve https
         self.connections = 0
         self.requests = []
 
     async def __aenter__(self):
-        self.server = await asyncio.start_server(self.serve, "127.0.0.1", 0)
+        self.server = await asyncio.start_server(self.serve, "127.0.0.1", 0, ssl=self.tls)
         port = self.server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        self.url = f"{'https' if self.tls else 'http'}://127.0.0.1:{port}/v1/chat/completions"
         return self
 
     async def __aexit__(self, *exc):
@@ -172,3 +177,31 @@ def test_the_lean_path_gives_way_to_a_transport_or_a_proxy(monkeypatch):
     assert not lean_path_applies(url, None)
     monkeypatch.setenv("NO_PROXY", "10.0.0.1")
     assert lean_path_applies(url, None)
+
+
+def test_https_with_a_trusted_certificate_and_a_clear_error_for_an_untrusted_one(tmp_path, monkeypatch):
+    if shutil.which("openssl") is None:
+        skip_or_fail("needs the openssl command to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    requests = [{"messages": [{"role": "user", "content": "hello"}]}]
+
+    async def main():
+        async with RawServer(lambda n, body: json_answer(ANSWER), tls=tls) as server:
+            backend = LLMBackend(model="m", base_url=server.url.rsplit("/chat/", 1)[0], cache_path=False,
+                                 api_key_env="NO_KEY_NEEDED", max_retries=2)
+            untrusted = await asyncio.to_thread(run_requests, backend, requests)
+            monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the way httpx and the openai client trust a private CA
+            trusted = await asyncio.to_thread(run_requests, backend, requests)
+            return server, untrusted[0], trusted[0]
+
+    server, untrusted, trusted = run(main())
+    assert trusted.ok and trusted.response["choices"][0]["message"]["content"] == "ok"
+    assert json.loads(server.requests[-1])["model"] == "m"
+    # a certificate that is not trusted is not retried: the error says so and how to trust it
+    assert not untrusted.ok and untrusted.attempts == 1
+    assert "not trusted" in untrusted.error and "SSL_CERT_FILE" in untrusted.error

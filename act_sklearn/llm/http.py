@@ -26,11 +26,12 @@ MAX_IDLE = 256  # kept-alive connections per host
 
 
 class ConnectionFailed(Exception):
-    """The request did not get an HTTP answer (refused, reset, closed, malformed)."""
+    """The request did not get an HTTP answer (refused, reset, closed, malformed, untrusted)."""
 
-    def __init__(self, reason, refused=False):
+    def __init__(self, reason, refused=False, permanent=False):
         super().__init__(reason)
         self.refused = refused  # nothing was sent: the server is not there
+        self.permanent = permanent  # trying again cannot help (the server's certificate is not trusted)
 
 
 def lean_path_applies(url, transport):
@@ -62,7 +63,7 @@ class HostConnections:
         self.port = parts.port or (443 if self.secure else 80)
         default_port = self.port == (443 if self.secure else 80)
         self.host_header = (self.host if default_port else f"{self.host}:{self.port}").encode("idna")
-        self.ssl = _ssl_context() if self.secure else None
+        self.ssl = _ssl_context() if self.secure else None  # made per host: SSL_CERT_FILE is read now
         self.idle = []  # (reader, writer) pairs, most recently used last
 
     async def post(self, path, payload, headers):
@@ -97,9 +98,14 @@ class HostConnections:
             return await asyncio.open_connection(self.host, self.port, ssl=self.ssl, limit=MAX_HEAD)
         except ConnectionRefusedError as exc:
             raise ConnectionFailed(f"connection refused by {self.host}:{self.port} ({exc})", refused=True) from None
-        except (OSError, ssl.SSLError) as exc:
-            raise ConnectionFailed(f"cannot connect to {self.host}:{self.port}: {exc}",
-                                   refused=isinstance(exc, OSError)) from None
+        except ssl.SSLCertVerificationError as exc:
+            raise ConnectionFailed(
+                f"the TLS certificate of {self.host}:{self.port} is not trusted ({exc.verify_message}); for a "
+                "private certificate authority, set SSL_CERT_FILE to its certificate", permanent=True) from None
+        except ssl.SSLError as exc:
+            raise ConnectionFailed(f"TLS with {self.host}:{self.port} failed: {exc}") from None
+        except OSError as exc:
+            raise ConnectionFailed(f"cannot connect to {self.host}:{self.port}: {exc}", refused=True) from None
 
     async def _exchange(self, reader, writer, message):
         keep = answered = False
@@ -171,14 +177,8 @@ async def _read_body(reader, headers):
     return await reader.read(), False  # the body ends when the server closes
 
 
-_SSL_CONTEXT = None
-
-
 def _ssl_context():
-    """httpx's verified TLS context (the same trust store the openai client would use), made once."""
-    global _SSL_CONTEXT
-    if _SSL_CONTEXT is None:
-        import httpx2
+    """httpx's verified TLS context: the trust store the openai client would use (``SSL_CERT_FILE`` honoured)."""
+    import httpx2
 
-        _SSL_CONTEXT = httpx2.create_ssl_context()
-    return _SSL_CONTEXT
+    return httpx2.create_ssl_context()

@@ -426,6 +426,8 @@ class _Endpoint:
         except (asyncio.TimeoutError, TimeoutError):
             raise TransientError(f"no answer within {timeout} s") from None
         except ConnectionFailed as exc:
+            if exc.permanent:
+                raise PermanentError(f"connection error: {exc}") from None
             raise TransientError(f"connection error: {exc}", refused=exc.refused) from None
         except Exception as exc:
             import httpx2
