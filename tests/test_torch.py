@@ -191,6 +191,13 @@ def test_auto_power_is_tuned_on_the_last_layer_and_the_net_trained_again(job):
         power="auto",
     )
     assert 0.0 <= design.power_ <= 1.0
+    # partial_fit trains on; it cannot tune: a clear error naming the way that does
+    weights = 1 / act.inclusion_proba_ * act.reviewed_
+    with pytest.raises(ValueError, match=r"power='auto' tunes the power on a fit from scratch.*net\.power_"):
+        design.partial_fit(X, np.where(act.reviewed_, y, -1), machine_labels=machine, act_weight=weights, power="auto")
+    design.partial_fit(X, np.where(act.reviewed_, y, -1), machine_labels=machine, act_weight=weights,
+                       power=design.power_)
+    assert len(design.history) == 2
 
 
 def test_production_mode_and_full_human_reference(job):

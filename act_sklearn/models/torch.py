@@ -261,6 +261,11 @@ class ACTNeuralNetClassifier(NeuralNetClassifier):
         -------
         self : object
         """
+        if isinstance(power, str):
+            raise ValueError(
+                f"partial_fit takes power as a number in [0, 1], got {power!r}: power='auto' tunes the power "
+                "on a fit from scratch. Use fit(..., power='auto'), then partial_fit(..., power=net.power_)."
+            )
         if classes is not None and self.classes is None:
             self.classes_inferred_ = np.unique(np.asarray(classes))
         targets = self._targets(y, machine_labels, act_weight, power)
