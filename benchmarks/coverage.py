@@ -24,7 +24,15 @@ final labels (human where reviewed, machine elsewhere):
 
 Target (issue #12): coverage in [86%, 94%] in every cell. With 300
 repetitions a coverage's standard error is 1.7 points, so a cell at exactly
-90% falls outside [86%, 94%] about 2% of the time by chance alone.
+90% falls outside [86%, 94%] about 2% of the time by chance alone (4.4% at 200
+repetitions: some 14 of 324 cells). So the cells a run flags are measured
+again with fresh repetitions (``--recheck``, 1000 by default: a standard error
+of 0.95 points), and the verdict is on that second measurement::
+
+    python benchmarks/coverage.py --recheck-only benchmarks/results/coverage.md --recheck 1000
+
+re-measures the cells an earlier report flagged, without the whole grid
+(written to ``results/coverage_recheck.md``).
 """
 
 from __future__ import annotations
@@ -45,6 +53,8 @@ from act_sklearn.stats import draw_sample, estimate_label_accuracy, inclusion_pr
 from act_sklearn.stats.sampling import SAMPLING_RULES
 
 RESULTS = Path(__file__).resolve().parent / "results" / "coverage.md"
+RECHECK_RESULTS = RESULTS.with_name("coverage_recheck.md")
+RECHECK_SEED = 10**6  # the recheck's repetitions are fresh draws, not the first run's
 CONFIDENCE = 0.9
 TARGET = (0.86, 0.94)
 CALIBRATIONS = ("calibrated", "overconfident", "weak")
@@ -94,7 +104,8 @@ def interval_before(errors, reviewed, proba, z):
 # -- one cell ----------------------------------------------------------------------------------
 
 
-def cell(n, budget, rule, explore, calibration, reps, seed):
+def cell(n, budget, rule, explore, calibration, reps, seed, before=True):
+    """(coverage, mean width) by estimator over ``reps`` repetitions (``before=False``: today's only)."""
     rng = np.random.default_rng(seed)
     z = norm.ppf(0.5 + CONFIDENCE / 2)
     covered = {"before": 0, "now": 0}
@@ -110,6 +121,8 @@ def cell(n, budget, rule, explore, calibration, reps, seed):
         low, high = n * (1 - estimate.ci_high), n * (1 - estimate.ci_low)
         covered["now"] += low - 1e-6 <= remaining <= high + 1e-6
         width["now"] += (high - low) / n
+        if not before:
+            continue
 
         reviewed = draw_before(proba, rng)
         remaining = int((errors & ~reviewed).sum())
@@ -126,10 +139,22 @@ def main(argv=None):
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.4])
     parser.add_argument("--rules", nargs="+", default=list(SAMPLING_RULES), choices=SAMPLING_RULES)
     parser.add_argument("--explore", type=float, nargs="+", default=[0.05, 0.1, 0.3])
-    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--recheck", type=int, default=1000,
+                        help="fresh repetitions for each cell outside the target (0: no recheck)")
+    parser.add_argument("--recheck-only", type=Path, default=None, metavar="REPORT",
+                        help="re-measure only the cells an earlier report flagged")
     args = parser.parse_args(argv)
     command = "python benchmarks/coverage.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
     start = time.perf_counter()
+    if args.recheck_only is not None:
+        flagged = flagged_cells(args.recheck_only.read_text())
+        rechecked = recheck(flagged, args.recheck)
+        text = recheck_report(flagged, rechecked, args.recheck, command, time.perf_counter() - start,
+                              source=args.recheck_only)
+        (args.output or RECHECK_RESULTS).write_text(text)
+        print(text)
+        return
     rows = []
     grid = itertools.product(args.n, args.budgets, args.rules, args.explore, CALIBRATIONS)
     for index, (n, budget, rule, explore, calibration) in enumerate(grid):
@@ -137,10 +162,70 @@ def main(argv=None):
         rows.append((n, budget, rule, explore, calibration, coverage, width))
         print(f"{n:>6} {budget:>4} {rule:>9} {explore:>4} {calibration:>13} | before {coverage['before']:.3f} "
               f"({width['before']:.3f}) | now {coverage['now']:.3f} ({width['now']:.3f})", flush=True)
+    flagged = [(r[:5], r[5]["now"]) for r in rows if not TARGET[0] <= r[5]["now"] <= TARGET[1]]
+    rechecked = recheck(flagged, args.recheck) if args.recheck else None
     text = report(rows, args, command, time.perf_counter() - start)
-    args.output.write_text(text)
+    if rechecked is not None:
+        text += "\n" + recheck_report(flagged, rechecked, args.recheck, command, None).split("\n", 1)[1]
+    (args.output or RESULTS).write_text(text)
     print(text.split("## Every cell")[0])
-    print(f"written to {args.output}")
+    print(f"written to {args.output or RESULTS}")
+
+
+def flagged_cells(report_text):
+    """``((n, budget, rule, explore, calibration), coverage)`` of the cells a report marked ``**``."""
+    cells = []
+    for line in report_text.splitlines():
+        parts = [part.strip() for part in line.strip("|").split("|")]
+        if len(parts) == 9 and parts[5].endswith("**"):
+            n, budget, rule, explore, calibration = parts[:5]
+            key = (int(n), float(budget.rstrip("%")) / 100, rule, float(explore), calibration)
+            cells.append((key, float(parts[5].split("%")[0]) / 100))
+    return cells
+
+
+def recheck(flagged, reps):
+    """Today's coverage and width of each flagged cell, over ``reps`` fresh repetitions."""
+    results = []
+    for index, (key, _) in enumerate(flagged):
+        coverage, width = cell(*key, reps, seed=RECHECK_SEED + index, before=False)
+        results.append((coverage["now"], width["now"]))
+        print(f"recheck {key}: {coverage['now']:.3f} ({width['now']:.3f})", flush=True)
+    return results
+
+
+def recheck_report(flagged, rechecked, reps, command, seconds, source=None):
+    """Markdown: the flagged cells measured again, and the verdict on the second measurement."""
+    from scipy.stats import binom
+
+    still = [(key, first, again) for (key, first), (again, _) in zip(flagged, rechecked)
+             if not TARGET[0] <= again <= TARGET[1]]
+    chance = binom.cdf(round(TARGET[0] * reps) - 1, reps, CONFIDENCE) + binom.sf(round(TARGET[1] * reps), reps, CONFIDENCE)
+    lines = [
+        "# Coverage recheck: the flagged cells measured again",
+        "",
+        f"{len(flagged)} cells were outside [86%, 94%]{f' in `{source}`' if source else ''}; each is measured "
+        f"again on {reps} fresh repetitions (seeds from {RECHECK_SEED}; standard error "
+        f"{100 * np.sqrt(CONFIDENCE * (1 - CONFIDENCE) / reps):.2f} points at 90%). A cell whose true coverage is "
+        f"exactly 90% falls outside the band {chance:.2%} of the time at {reps} repetitions.",
+        "",
+        f"**Still outside after the recheck: {len(still)} of {len(flagged)}** "
+        f"({sum(again < TARGET[0] for _, _, again in still)} below 86%, "
+        f"{sum(again > TARGET[1] for _, _, again in still)} above 94%).",
+        "",
+        "| n | budget | rule | explore | criticizer | first run | recheck | width (points) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (key, first), (again, width) in zip(flagged, rechecked):
+        n, budget, rule, explore, calibration = key
+        flag = "" if TARGET[0] <= again <= TARGET[1] else " **"
+        lines.append(f"| {n} | {budget:.0%} | {rule} | {explore} | {calibration} | {first:.1%} | {again:.1%}{flag} "
+                     f"| {100 * width:.1f} |")
+    lines.append("")
+    if seconds is not None:
+        lines += [f"Machine: {os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}; "
+                  f"{seconds / 60:.1f} min.", "", "Reproduce with:", "", "```", command, "```", ""]
+    return "\n".join(lines)
 
 
 def report(rows, args, command, seconds):
