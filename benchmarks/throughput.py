@@ -224,7 +224,8 @@ def skllm_runs(base_url: str, args) -> tuple[list[Run], dict]:
     runs, version = [], ""
     for workers in args.skllm_workers:
         reset_count(base_url)
-        result = run_skllm(python, base_url, args.n_items, LABELS, workers)
+        n_items = args.small_n_items if workers == 1 else args.n_items  # as for MLLMAnnotator at K=1
+        result = run_skllm(python, base_url, n_items, LABELS, workers)
         version = result["version"]
         run = Run("scikit-llm", workers, result["items"], result["seconds"],
                   request_count(base_url), args.delay, f"{result['connections']} TCP connections")
@@ -452,7 +453,7 @@ def render_report(args, runs, rerun, skllm, facts, profile_lines, replicas=None)
     for target, result, met in targets(runs, rerun, replicas):
         lines.append(f"| {target} | {result} | {'n/a' if met is None else 'yes' if met else 'NO'} |")
     lines += ["", *profile_lines, "## Machine", "", *machine_facts(facts), "",
-              "Reproduce (about 3 minutes; run nothing else heavy meanwhile):", "",
+              "Reproduce (about 7 minutes; run nothing else heavy meanwhile):", "",
               f"    {command_line(args)}", ""]
     return "\n".join(lines)
 
@@ -470,7 +471,7 @@ def parse_args(argv=None):
                         help="MLLMAnnotator max_concurrency values")
     parser.add_argument("--replica-slots", type=int, default=16,
                         help="requests each replica server works on at once (0: skip the replica runs)")
-    parser.add_argument("--skllm-workers", type=int, nargs="+", default=[32, 128],
+    parser.add_argument("--skllm-workers", type=int, nargs="+", default=[1, 8, 32, 128],
                         help="scikit-llm num_workers values")
     parser.add_argument("--no-profile", action="store_true",
                         help="skip the cProfile run made when the K=32 target is missed")

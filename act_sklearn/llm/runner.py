@@ -20,10 +20,15 @@ go through the OpenAI Batch API instead (:mod:`~act_sklearn.llm.batch`), with
 the same cache keys, ``usable`` checks and escalation ladder, one batch round
 per step.
 
-Once per batch, before anything is sent, the server is asked what it is, and
-every answer is read for request fields it ignored
-(:mod:`~act_sklearn.llm.server_check`); what would mislead is reported as a
-:class:`~act_sklearn.llm.server_check.ServerWarning`.
+Once per batch, before the first request is sent (never when every answer is
+cached), each server is asked what it is, and every answer is read for request
+fields it ignored (:mod:`~act_sklearn.llm.server_check`); what would mislead
+is reported as a :class:`~act_sklearn.llm.server_check.ServerWarning`.
+
+Online, ``max_concurrency`` workers each take the next request when their last
+is done, look it up in the cache just before sending it, and post it through
+:mod:`~act_sklearn.llm.http` (the ``openai`` client gives the URL and headers);
+``base_url`` may list replicas of one model (:mod:`~act_sklearn.llm.replicas`).
 """
 
 import asyncio
