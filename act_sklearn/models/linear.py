@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import expit, softmax
-from scipy.stats import norm
+from scipy.stats import t as student_t
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.multiclass import check_classification_targets
@@ -17,7 +17,13 @@ from sklearn.utils.validation import (
 )
 
 from .._sklearn_compat import Interval, LinearClassifierMixin, _check_sample_weight, _fit_context
-from ..stats.estimating_equation import DENSE_LIMIT, SoftmaxDesign, act_covariance, tuned_power
+from ..stats.estimating_equation import (
+    DENSE_LIMIT,
+    SoftmaxDesign,
+    act_covariance,
+    design_degrees_of_freedom,
+    tuned_power,
+)
 from ..stats.loss import SoftTargetCrossEntropy, act_soft_targets
 from ._design import check_act_design
 
@@ -94,6 +100,11 @@ class ACTLogisticRegression(LinearClassifierMixin, ClassifierMixin, BaseEstimato
     coef_covariance_population_ : ndarray of shape (n_params, n_params) or None
         The same around the population coefficients (adds the full-human fit's
         own sandwich variance).
+    design_influence_ : ndarray of shape (n_explored, n_params) or None
+        Each reviewed item with ``pi < 1``'s share of ``coef_covariance_``
+        (``coef_covariance_ = design_influence_.T @ design_influence_``): from
+        it the intervals read how many items their variance rests on
+        (:func:`~act_sklearn.stats.estimating_equation.design_degrees_of_freedom`).
     objective_ : float
         Value of the objective (Notes) at the solution.
     intercept_penalized_ : bool
@@ -185,6 +196,7 @@ class ACTLogisticRegression(LinearClassifierMixin, ClassifierMixin, BaseEstimato
         sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
         codes = self._label_codes(y, machine_labels, act_weight, power)
         self.power_ = self.coef_covariance_ = self.coef_covariance_population_ = None
+        self.design_influence_ = None
         self.clipped_ = False
         if not isinstance(codes, tuple):  # ordinary labels
             targets = np.zeros((y.size, self.classes_.size))
@@ -212,7 +224,9 @@ class ACTLogisticRegression(LinearClassifierMixin, ClassifierMixin, BaseEstimato
         n_params = self.coef_.size + self.intercept_.size * self.fit_intercept
         if self.compute_intervals and n_params <= DENSE_LIMIT and not self.clipped_:  # clipped: biased
             design = self._softmax_design(X, codes, sample_weight)
-            self.coef_covariance_, self.coef_covariance_population_ = act_covariance(design, power_used)
+            self.coef_covariance_, self.coef_covariance_population_, self.design_influence_ = act_covariance(
+                design, power_used
+            )
         return self
 
     def _solve(self, X, targets, sample_weight, start=None):
@@ -357,6 +371,21 @@ class ACTLogisticRegression(LinearClassifierMixin, ClassifierMixin, BaseEstimato
         """Logarithm of :meth:`predict_proba`."""
         return np.log(self.predict_proba(X))
 
+    def _quantiles(self, directions, variance, confidence, population):
+        """Student's t quantiles for the variances of ``directions @ params`` (Satterthwaite's degrees of freedom).
+
+        The design part of each variance rests on the reviewed items with
+        ``pi < 1`` and gets their degrees of freedom; the population part (with
+        ``population=True``) rests on every reviewed item and is counted as exact.
+        """
+        design_variance = np.einsum("ij,jk,ik->i", directions, self.coef_covariance_, directions)
+        df = design_degrees_of_freedom(self.design_influence_, directions)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # Satterthwaite for a sum: (V_design + V_population)^2 / (V_design^2 / df)
+            df = np.where(design_variance > 0, variance**2 * df / np.where(design_variance > 0, design_variance, 1.0)**2,
+                          np.inf) if population else df
+        return student_t.ppf(0.5 + confidence / 2, np.maximum(df - 1, 1.0))
+
     def _covariance(self, population):
         check_is_fitted(self)
         covariance = self.coef_covariance_population_ if population else self.coef_covariance_
@@ -422,15 +451,18 @@ class ACTLogisticRegression(LinearClassifierMixin, ClassifierMixin, BaseEstimato
             shifted[j] -= 2 * step
             jacobian[:, j] = (upper - evaluate(shifted).ravel()) / (2 * step)
         variance = np.einsum("ij,jk,ik->i", jacobian, covariance, jacobian)
-        half_width = norm.ppf(0.5 + confidence / 2) * np.sqrt(np.maximum(variance, 0.0))
-        half_width = half_width.reshape(estimate.shape)
+        quantiles = self._quantiles(jacobian, variance, confidence, population)
+        half_width = (quantiles * np.sqrt(np.maximum(variance, 0.0))).reshape(estimate.shape)
         return estimate, estimate - half_width, estimate + half_width
 
     def coef_ci(self, confidence=0.9, *, population=False):
         """Confidence intervals for ``coef_`` and ``intercept_`` under the ACT design.
 
         From the sandwich covariance ``H^-1 V H^-1`` of the ACT estimating
-        equation (:mod:`act_sklearn.stats.estimating_equation`).
+        equation (:mod:`act_sklearn.stats.estimating_equation`), with Student's t
+        quantiles whose degrees of freedom say how many reviewed items each
+        variance rests on (Satterthwaite): where a few explored items carry it,
+        the interval widens as it must.
 
         Parameters
         ----------
@@ -446,8 +478,8 @@ class ACTLogisticRegression(LinearClassifierMixin, ClassifierMixin, BaseEstimato
         """
         if not 0 < confidence < 1:
             raise ValueError(f"confidence must lie in (0, 1); got {confidence!r}.")
-        standard_error = np.sqrt(np.maximum(np.diag(self._covariance(population)), 0.0))
-        half_width = norm.ppf(0.5 + confidence / 2) * standard_error
+        variance = np.maximum(np.diag(self._covariance(population)), 0.0)
+        half_width = self._quantiles(np.eye(variance.size), variance, confidence, population) * np.sqrt(variance)
         params = self._params()
         n_rows, n_features = self.coef_.shape
         low = (params - half_width).reshape(n_rows, -1)

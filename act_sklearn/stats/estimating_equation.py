@@ -48,6 +48,18 @@ variance (``benchmarks/power_tuning.py``). Adding
 ``H^-1 (sum_i xi_i w_i s_i^2 g_h,i g_h,i^T) H^-1`` (the sandwich of the full-human
 fit, estimated from the reviewed items) gives the covariance around the
 population coefficients.
+
+**Degrees of freedom.** ``V`` is a sum over the reviewed items with ``pi < 1``,
+and where few of them carry it (threshold with a small explore share: a few
+dozen explored items of weight 50; ``lam = 1``: only those whose machine label
+was wrong) its estimate is as uncertain as a variance from a handful of
+observations. The intervals then use Student's t with Satterthwaite's degrees
+of freedom ``(sum a_i)^2 / sum a_i^2 - 1`` of the item contributions ``a_i`` to the
+variance of the quantity asked for (:func:`design_degrees_of_freedom`). Measured
+with ``benchmarks/power_tuning.py`` (seven scenarios, 200 review draws each, the
+two outside the band drawn again 1000 times): the coverage of 90% ``coef_ci``
+went from 73-94% with normal quantiles to 86.2-94.0% (median degrees of freedom
+5 to 83).
 """
 
 import numpy as np
@@ -214,6 +226,10 @@ def act_covariance(design, power):
     around_population : ndarray of shape (p, p)
         ``around_human_fit`` plus the full-human fit's own sandwich: the
         uncertainty about the population coefficients.
+    design_influence : ndarray of shape (k, p)
+        One row per reviewed item with ``pi < 1``: ``sqrt(w (w - 1)) H^-1 psi_i``,
+        so that ``around_human_fit = design_influence.T @ design_influence``;
+        :func:`design_degrees_of_freedom` reads how many items a variance rests on.
     """
     if design.n_params > DENSE_LIMIT:
         raise ValueError(
@@ -226,9 +242,37 @@ def act_covariance(design, power):
     psi = scale[:, None] * (
         design.gradients(design.human_codes, rows) - power * design.gradients(design.machine_codes, rows)
     )
-    design_part = (psi * (weight * (weight - 1))[:, None]).T @ psi
+    design_influence = (psi @ inverse) * np.sqrt(weight * (weight - 1))[:, None]
     reviewed = np.flatnonzero(design.act_weight > 0)
     human = design.gradients(design.human_codes, reviewed) * design.sample_weight[reviewed, None]
     population_part = (human * design.act_weight[reviewed, None]).T @ human
-    around_human_fit = inverse @ design_part @ inverse
-    return around_human_fit, around_human_fit + inverse @ population_part @ inverse
+    around_human_fit = design_influence.T @ design_influence
+    return around_human_fit, around_human_fit + inverse @ population_part @ inverse, design_influence
+
+
+def design_degrees_of_freedom(design_influence, directions):
+    """Satterthwaite's degrees of freedom of the design variance of ``directions @ params``.
+
+    The design variance of a linear combination ``c`` of the parameters is the
+    sum over the reviewed items with ``pi < 1`` of ``a_i = (B_i c)**2`` (``B``
+    the ``design_influence`` of :func:`act_covariance`). When a few items carry
+    most of it (a few explored items with large weights, or under ``lam = 1``
+    the few of them whose machine label was wrong), the estimated variance is
+    as uncertain as a variance from ``(sum a)**2 / sum a**2`` observations, and
+    a normal quantile understates the interval; :meth:`coef_ci` and its kin use
+    Student's t with that many degrees of freedom, less one (at least one).
+
+    Parameters
+    ----------
+    design_influence : ndarray of shape (k, p)
+    directions : ndarray of shape (m, p)
+
+    Returns
+    -------
+    df : ndarray of shape (m,)
+        ``inf`` where the design variance is 0.
+    """
+    contributions = (design_influence @ np.asarray(directions, dtype=float).T) ** 2  # (k, m)
+    total, squares = contributions.sum(axis=0), (contributions**2).sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(squares > 0, total**2 / np.where(squares > 0, squares, 1.0), np.inf)
