@@ -207,15 +207,18 @@ def test_the_classifier_reviews_in_rounds_in_simulation():
 
 
 def test_recalibration_survives_one_sided_answers_and_odd_labels():
-    error_proba = [0.2, 0.9, 0.0, 1.0, 0.5, 0.5]
-    odd = ["a", None, "b", 3, "", ""]  # failed annotations: labels of their own
-    for answers in ([0] * 6, [1] * 6):  # no error found, or every one wrong
-        out = recalibrate_error_proba(error_proba, odd, answers, [1, 1, 1, 1, 1, 0], [1, 2, 3, 4, 5, 6])
+    error_proba = [0.2, 0.9, 0.0, 1.0, 0.5, 0.5] * 3
+    odd = ["a", None, "b", 3, "", ""] * 3  # failed annotations: labels of their own
+    reviewed = [1, 1, 1, 1, 1, 0] * 3
+    for answers in ([0] * 18, [1] * 18):  # no error found, or every one wrong
+        out = recalibrate_error_proba(error_proba, odd, answers, reviewed, list(range(1, 19)))
         assert np.all(np.isfinite(out)) and np.all((out > 0) & (out < 1))
         assert (out.mean() < np.mean(error_proba)) == (answers[0] == 0)
-    # nothing reviewed: the scores as they were (clipped off 0 and 1)
-    out = recalibrate_error_proba(error_proba, odd, [0] * 6, [False] * 6)
-    np.testing.assert_allclose(out, np.clip(error_proba, 1e-6, 1 - 1e-6))
+    # nothing reviewed, or too little evidence (15 reviews, but one weighs as much as all the others):
+    # the scores as they were (clipped off 0 and 1)
+    for answers, reviewed, weights in (([0] * 18, [False] * 18, None), ([1] * 18, reviewed, [1] * 16 + [100, 1])):
+        out = recalibrate_error_proba(error_proba, odd, answers, reviewed, weights)
+        np.testing.assert_allclose(out, np.clip(error_proba, 1e-6, 1 - 1e-6))
     # a label without reviews keeps the shared offset
     machine = ["a"] * 20 + ["b"] * 20 + ["c"] * 5
     wrong = [i % 2 == 0 for i in range(20)] + [False] * 25
