@@ -26,6 +26,14 @@ def review(human, error_proba, seed, **sampler_params):
     return np.where(sampler.reviewed_, human, -1), act_weights(sampler.reviewed_, sampler.inclusion_proba_)
 
 
+def covers(model, target):
+    """Whether the 90% coef_ci of each parameter (coefficients row by row, then intercepts) holds the target."""
+    ci = model.coef_ci(0.9)
+    low = np.hstack([ci.coef_low, ci.intercept_low[:, None]]).ravel()
+    high = np.hstack([ci.coef_high, ci.intercept_high[:, None]]).ravel()
+    return (low <= target) & (target <= high)
+
+
 def act_fit(X, y, machine, weights, power):
     return ACTLogisticRegression(clip=None, compute_intervals=True).fit(
         X, y, machine_labels=machine, act_weight=weights, power=power
@@ -55,10 +63,7 @@ def test_coef_ci_covers_the_full_human_fit_at_its_level():
     for seed in range(150):
         y, weights = review(human, error_proba, seed, budget=0.2, rule="sqrt", explore=0.2)
         model = act_fit(X, y, machine, weights, "auto")
-        ci = model.coef_ci(0.9)
-        low = np.hstack([ci.coef_low, ci.intercept_low[:, None]]).ravel()
-        high = np.hstack([ci.coef_high, ci.intercept_high[:, None]]).ravel()
-        covered.append((low <= target) & (target <= high))
+        covered.append(covers(model, target))
     coverage = np.mean(covered, axis=0)
     assert np.all((coverage >= 0.86) & (coverage <= 0.96)), coverage
 
@@ -105,10 +110,7 @@ def test_coef_ci_holds_where_a_few_explored_items_carry_the_variance():
     for seed in range(120):
         y, weights = review(human, error_proba, seed, budget=0.1, rule="threshold", explore=0.2)
         model = act_fit(X, y, machine, weights, "auto")
-        ci = model.coef_ci(0.9)
-        low = np.hstack([ci.coef_low, ci.intercept_low[:, None]]).ravel()
-        high = np.hstack([ci.coef_high, ci.intercept_high[:, None]]).ravel()
-        covered.append((low <= target) & (target <= high))
+        covered.append(covers(model, target))
         df.append(design_degrees_of_freedom(model.design_influence_, np.eye(target.size)))
     coverage = np.mean(covered, axis=0)
     assert np.all((coverage >= 0.85) & (coverage <= 0.97)), coverage
