@@ -107,6 +107,25 @@ def test_reads_chunked_bodies_skips_1xx_and_honours_connection_close():
     assert server.connections == 2  # the chunked answer's connection was reused once, then closed
 
 
+def test_a_compressed_answer_is_decoded_and_an_unknown_encoding_is_a_clear_failure():
+    import gzip
+
+    body = gzip.compress(json.dumps({"a": 1}).encode())
+    gzipped = (b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: " + str(len(body)).encode()
+               + b"\r\n\r\n" + body)
+    unknown = b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 2\r\n\r\n{}"
+
+    async def main():
+        async with RawServer(lambda n, _: gzipped if n == 1 else unknown) as server:
+            connections = HostConnections(server.url)
+            first = await connections.post("/x", b"{}", {})
+            with pytest.raises(ConnectionFailed, match="encoding this client cannot read: 'br'"):
+                await connections.post("/x", b"{}", {})
+            return first
+
+    assert json.loads(run(main())[2]) == {"a": 1}
+
+
 def test_a_kept_connection_closed_while_idle_is_replaced_without_a_second_copy():
     async def main():
         # the server answers, then closes every connection after its first answer, silently

@@ -17,7 +17,9 @@ environment (:func:`lean_path_applies`).
 """
 
 import asyncio
+import gzip
 import ssl
+import zlib
 import urllib.request
 from urllib.parse import urlsplit
 
@@ -119,7 +121,7 @@ class HostConnections:
                     break
                 line = await reader.readuntil(b"\r\n")  # 1xx: the real answer follows
             body, keep = await _read_body(reader, headers)
-            return status, headers, body
+            return status, headers, _decoded(body, headers)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, OSError) as exc:
             if not answered and isinstance(exc, (asyncio.IncompleteReadError, ConnectionError)):
                 raise _StaleConnection from None
@@ -175,6 +177,18 @@ async def _read_body(reader, headers):
     if length is not None:
         return (await reader.readexactly(int(length)) if int(length) else b""), keep
     return await reader.read(), False  # the body ends when the server closes
+
+
+def _decoded(body, headers):
+    """The body without its ``Content-Encoding`` (none is asked for; a proxy may still compress)."""
+    encoding = headers.get("content-encoding", "identity").lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding in ("gzip", "x-gzip"):
+        return gzip.decompress(body)
+    if encoding == "deflate":
+        return zlib.decompress(body)
+    raise ValueError(f"the answer is in an encoding this client cannot read: {encoding!r}")
 
 
 def _ssl_context():
