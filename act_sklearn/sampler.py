@@ -115,13 +115,16 @@ class ACTSampler(BaseEstimator):
 
     In two rounds, the second drawn after the answers to the first (``y``):
 
-    >>> e = [0.9, 0.8, 0.1, 0.1, 0.1, 0.1]
-    >>> machine, y = ["a", "b", "a", "b", "a", "b"], ["a", "a", "a", "a", "a", "a"]
-    >>> sampler = ACTSampler(budget=3, rounds=2, explore=0, random_state=0).fit(e, y, machine_labels=machine)
-    >>> sampler.round_budgets_, sampler.round_.tolist()  # item 1 ("b") was wrong: a "b" goes next
-    ([2, 1], [1, 1, 0, 0, 0, 2])
-    >>> sampler.inclusion_proba_.tolist()
-    [1.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    >>> e = [0.9 - 0.01 * i for i in range(12)] + [0.2 - 0.01 * i for i in range(12)]
+    >>> machine, y = ["a", "b"] * 12, ["a"] * 24  # every "b" label is wrong
+    >>> sampler = ACTSampler(budget=20, rounds=2, explore=0, random_state=0).fit(e, y, machine_labels=machine)
+    >>> sampler.round_budgets_
+    [10, 10]
+    >>> # the first round found the "b" labels wrong: the second takes every "b" left, before lower "a"s
+    >>> sampler.round_.tolist()
+    [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 0, 2, 0, 2, 0, 2, 0, 2]
+    >>> sampler.inclusion_proba_[:12].tolist() == [1.0] * 12 and set(sampler.inclusion_proba_[12:]) == {0.0, 1.0}
+    True
     """
 
     _parameter_constraints = {
