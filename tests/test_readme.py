@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from batch_server import BatchServer
+from conftest import require_extra
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import delay_server  # noqa: E402
@@ -21,6 +22,7 @@ POLL = "batch_poll_interval=60"
 
 
 def test_readme_python_examples_run(capsys, monkeypatch, tmp_path, llama_server_url):
+    require_extra("dask.distributed", "dask")  # the model-selection example runs on a local Dask cluster
     # the LLM example runs against the test suite's real llama.cpp server, caching in tmp
     monkeypatch.setenv("ACT_BASE_URL", llama_server_url)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
