@@ -298,9 +298,10 @@ class _Batch:
     def store(self, body, response):
         """Cache an answer: written with the others that arrive in the same turn of the event loop.
 
-        One transaction per turn instead of one per answer; the write happens
-        before the loop waits on anything, so a killed run loses no answer it
-        had read.
+        One transaction per turn instead of one per answer. The write happens
+        at the end of the turn or before the next request is sent, whichever
+        comes first, so a run killed once a later request has reached the
+        server has lost no answer it had read.
         """
         if self.cache is None:
             return
@@ -378,6 +379,7 @@ class _Batch:
                         await self.token_limiter.acquire(estimate_tokens(body))
                     self.ledger.requests += 1
                     replica = self.pool.acquire()
+                    self.flush_cache()  # no request leaves before every answer read so far is on disk
                     try:
                         response = await endpoints[replica.index].post(payload, backend.timeout)
                     except TransientError as exc:
