@@ -33,6 +33,12 @@ of 0.95 points), and the verdict is on that second measurement::
 
 re-measures the cells an earlier report flagged, without the whole grid
 (written to ``results/coverage_recheck.md``).
+
+Each cell also reports how often the estimate marks itself ``approximate``
+(fewer than ``FEW_OUTCOMES`` errors or correct labels among the reviews of
+the stratum that carries most of the variance, where a binomial proportion is
+too discrete for any interval to keep its level): the verdict says whether
+the cells outside the band are the ones where users are told so.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ from scipy.special import expit, logit
 from scipy.stats import norm
 
 from act_sklearn.stats import draw_sample, estimate_label_accuracy, inclusion_probabilities
+from act_sklearn.stats.inference import FEW_OUTCOMES
 from act_sklearn.stats.sampling import SAMPLING_RULES
 
 RESULTS = Path(__file__).resolve().parent / "results" / "coverage.md"
@@ -105,11 +112,15 @@ def interval_before(errors, reviewed, proba, z):
 
 
 def cell(n, budget, rule, explore, calibration, reps, seed, before=True):
-    """(coverage, mean width) by estimator over ``reps`` repetitions (``before=False``: today's only)."""
+    """(coverage, mean width) by estimator over ``reps`` repetitions, and the share of today's marked approximate.
+
+    ``before=False``: today's estimator only.
+    """
     rng = np.random.default_rng(seed)
     z = norm.ppf(0.5 + CONFIDENCE / 2)
     covered = {"before": 0, "now": 0}
     width = {"before": 0.0, "now": 0.0}
+    approximate = 0
     for _ in range(reps):
         errors, e = job(n, calibration, rng)
         proba = inclusion_probabilities(e, budget, rule=rule, explore=explore, random_state=rng.integers(2**31))
@@ -121,6 +132,7 @@ def cell(n, budget, rule, explore, calibration, reps, seed, before=True):
         low, high = n * (1 - estimate.ci_high), n * (1 - estimate.ci_low)
         covered["now"] += low - 1e-6 <= remaining <= high + 1e-6
         width["now"] += (high - low) / n
+        approximate += estimate.approximate
         if not before:
             continue
 
@@ -129,7 +141,7 @@ def cell(n, budget, rule, explore, calibration, reps, seed, before=True):
         low, high = interval_before(errors, reviewed, proba, z)
         covered["before"] += low - 1e-6 <= remaining <= high + 1e-6
         width["before"] += (high - low) / n
-    return {k: covered[k] / reps for k in covered}, {k: width[k] / reps for k in width}
+    return {k: covered[k] / reps for k in covered}, {k: width[k] / reps for k in width}, approximate / reps
 
 
 def main(argv=None):
@@ -158,8 +170,8 @@ def main(argv=None):
     rows = []
     grid = itertools.product(args.n, args.budgets, args.rules, args.explore, CALIBRATIONS)
     for index, (n, budget, rule, explore, calibration) in enumerate(grid):
-        coverage, width = cell(n, budget, rule, explore, calibration, args.reps, seed=index)
-        rows.append((n, budget, rule, explore, calibration, coverage, width))
+        coverage, width, approximate = cell(n, budget, rule, explore, calibration, args.reps, seed=index)
+        rows.append((n, budget, rule, explore, calibration, coverage, width, approximate))
         print(f"{n:>6} {budget:>4} {rule:>9} {explore:>4} {calibration:>13} | before {coverage['before']:.3f} "
               f"({width['before']:.3f}) | now {coverage['now']:.3f} ({width['now']:.3f})", flush=True)
     flagged = [(r[:5], r[5]["now"]) for r in rows if not TARGET[0] <= r[5]["now"] <= TARGET[1]]
@@ -177,7 +189,7 @@ def flagged_cells(report_text):
     cells = []
     for line in report_text.splitlines():
         parts = [part.strip() for part in line.strip("|").split("|")]
-        if len(parts) == 9 and parts[5].endswith("**"):
+        if len(parts) in (9, 10) and parts[5].endswith("**"):
             n, budget, rule, explore, calibration = parts[:5]
             key = (int(n), float(budget.rstrip("%")) / 100, rule, float(explore), calibration)
             cells.append((key, float(parts[5].split("%")[0]) / 100))
@@ -188,8 +200,8 @@ def recheck(flagged, reps):
     """Today's coverage and width of each flagged cell, over ``reps`` fresh repetitions."""
     results = []
     for index, (key, _) in enumerate(flagged):
-        coverage, width = cell(*key, reps, seed=RECHECK_SEED + index, before=False)
-        results.append((coverage["now"], width["now"]))
+        coverage, width, approximate = cell(*key, reps, seed=RECHECK_SEED + index, before=False)
+        results.append((coverage["now"], width["now"], approximate))
         print(f"recheck {key}: {coverage['now']:.3f} ({width['now']:.3f})", flush=True)
     return results
 
@@ -198,7 +210,7 @@ def recheck_report(flagged, rechecked, reps, command, seconds, source=None):
     """Markdown: the flagged cells measured again, and the verdict on the second measurement."""
     from scipy.stats import binom
 
-    still = [(key, first, again) for (key, first), (again, _) in zip(flagged, rechecked)
+    still = [(key, first, again, approximate) for (key, first), (again, _, approximate) in zip(flagged, rechecked)
              if not TARGET[0] <= again <= TARGET[1]]
     chance = binom.cdf(round(TARGET[0] * reps) - 1, reps, CONFIDENCE) + binom.sf(round(TARGET[1] * reps), reps, CONFIDENCE)
     lines = [
@@ -210,17 +222,18 @@ def recheck_report(flagged, rechecked, reps, command, seconds, source=None):
         f"exactly 90% falls outside the band {chance:.2%} of the time at {reps} repetitions.",
         "",
         f"**Still outside after the recheck: {len(still)} of {len(flagged)}** "
-        f"({sum(again < TARGET[0] for _, _, again in still)} below 86%, "
-        f"{sum(again > TARGET[1] for _, _, again in still)} above 94%).",
+        f"({sum(again < TARGET[0] for _, _, again, _ in still)} below 86%, "
+        f"{sum(again > TARGET[1] for _, _, again, _ in still)} above 94%); "
+        f"{sum(approximate >= 0.5 for *_, approximate in still)} of them marked `approximate` in most runs.",
         "",
-        "| n | budget | rule | explore | criticizer | first run | recheck | width (points) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| n | budget | rule | explore | criticizer | first run | recheck | width (points) | approximate |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for (key, first), (again, width) in zip(flagged, rechecked):
+    for (key, first), (again, width, approximate) in zip(flagged, rechecked):
         n, budget, rule, explore, calibration = key
         flag = "" if TARGET[0] <= again <= TARGET[1] else " **"
         lines.append(f"| {n} | {budget:.0%} | {rule} | {explore} | {calibration} | {first:.1%} | {again:.1%}{flag} "
-                     f"| {100 * width:.1f} |")
+                     f"| {100 * width:.1f} | {approximate:.0%} |")
     lines.append("")
     if seconds is not None:
         lines += [f"Machine: {os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}; "
@@ -257,24 +270,33 @@ def report(rows, args, command, seconds):
             f"| {100 * np.mean([r[6][key] for r in rows]):.1f} |"
         )
     met = not outside("now")
+    plain = [r for r in rows if r[7] < 0.5]
     lines += [
         "",
         f"Target met by today's estimator: **{'yes' if met else 'no'}**.",
         "",
+        f"`approximate` (the estimate's own warning: fewer than {FEW_OUTCOMES} errors or correct labels among the "
+        "reviews of the stratum that carries most of the variance) is raised in most runs of "
+        f"{len(rows) - len(plain)} cells; of the {len(plain)} cells where it is not, "
+        f"{len([r for r in plain if not TARGET[0] <= r[5]['now'] <= TARGET[1]])} are outside the band at this "
+        "first measurement.",
+        "",
         "## Every cell",
         "",
-        "| n | budget | rule | explore | criticizer | coverage now | width now | coverage before | width before |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| n | budget | rule | explore | criticizer | coverage now | width now | coverage before | width before "
+        "| approximate |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for n, budget, rule, explore, calibration, coverage, width in rows:
+    for n, budget, rule, explore, calibration, coverage, width, approximate in rows:
         flag = "" if TARGET[0] <= coverage["now"] <= TARGET[1] else " **"
         lines.append(
             f"| {n} | {budget:.0%} | {rule} | {explore} | {calibration} | {coverage['now']:.1%}{flag} "
-            f"| {100 * width['now']:.1f} | {coverage['before']:.1%} | {100 * width['before']:.1f} |"
+            f"| {100 * width['now']:.1f} | {coverage['before']:.1%} | {100 * width['before']:.1f} | {approximate:.0%} |"
         )
     lines += [
         "",
-        "Width: the interval's mean width in accuracy points. ** marks a cell outside the target.",
+        "Width: the interval's mean width in accuracy points. ** marks a cell outside the target. Approximate: "
+        "the share of runs whose estimate is marked `approximate`.",
         "",
         f"Machine: {os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}; "
         f"{seconds / 60:.1f} min.",

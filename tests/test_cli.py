@@ -82,7 +82,11 @@ def test_annotate_select_export_import_train_against_llama_server(
     assert facts["human_labels"] == 8 and facts["pending_reviews"] == 0 and facts["n_items"] == 24
     assert 0 <= facts["final_label_accuracy"] <= 1 and 0 <= facts["machine_accuracy"] <= 1
     assert facts["llm_usage"]["annotate"]["requests"] + facts["llm_usage"]["annotate"]["cache_hits"] == 24
+    # 8 reviews of 24 items: too few outcomes for the interval's level to hold, and the user is told
+    assert facts["final_label_accuracy_approximate"] is True
     assert "final-label accuracy" in (run / "report.md").read_text()
+    assert "level is approximate" in (run / "report.md").read_text() and "level is approximate" in output
+    assert RunFolder(run).manifest()["steps"]["train"]["label_accuracy_approximate"] is True
     _check_every_file(run, n_items=24, n_reviewed=8)
 
     # a conflicting answer is reported (exit 4) and not taken

@@ -128,3 +128,41 @@ def test_no_variance_at_the_estimate_does_not_collapse_the_interval():
     assert estimate.ci_low < estimate.accuracy < estimate.ci_high
     # the explored items found no error in 29 of 1,438: still up to about 8% of them may be wrong
     assert (1 - estimate.ci_low) * (n_top + n_rest) - (n_top - 330) > 0.07 * n_rest
+
+
+def _one_stratum(n, n_reviewed, n_errors_found):
+    reviewed = np.arange(n) < n_reviewed
+    machine = (np.arange(n) < n_errors_found).astype(int)  # the errors among the reviewed items
+    return estimate_label_accuracy(machine, np.zeros(n, int), reviewed, np.full(n, n_reviewed / n))
+
+
+@pytest.mark.parametrize(
+    "n_reviewed, n_errors_found, approximate",
+    [(50, 12, False), (50, 5, False), (50, 4, True), (50, 46, True), (50, 0, True), (3, 1, True)],
+)
+def test_an_interval_on_few_errors_or_few_correct_labels_is_marked_approximate(
+    n_reviewed, n_errors_found, approximate
+):
+    estimate = _one_stratum(200, n_reviewed, n_errors_found)
+    assert estimate.approximate is approximate
+    assert ("level is approximate" in str(estimate)) is approximate
+
+
+def test_approximate_follows_the_stratum_that_carries_the_variance():
+    # a large explored stratum with 2 errors in 40 reviews, beside a small, well-reviewed one with many
+    # errors: the large one dominates the variance, so the interval is approximate; with 10 errors it is not
+    proba = np.r_[np.full(2000, 0.02), np.full(100, 0.5)]
+    reviewed = np.r_[np.arange(2000) < 40, np.arange(100) < 50]
+    for errors_explored, approximate in ((2, True), (10, False)):
+        machine = np.r_[np.arange(2000) < errors_explored, np.arange(100) < 20].astype(int)
+        estimate = estimate_label_accuracy(machine, np.zeros(2100, int), reviewed, proba)
+        assert estimate.approximate is approximate
+
+
+def test_exact_and_unreviewed_strata():
+    # everything reviewed: exact, not approximate; a stratum without a review: approximate
+    exact = estimate_label_accuracy([0, 1], [0, 0], [True, True], [1.0, 1.0])
+    assert not exact.approximate
+    proba = np.r_[np.ones(20), np.full(30, 0.01)]
+    reviewed = np.r_[np.ones(20, bool), np.zeros(30, bool)]
+    assert estimate_label_accuracy(np.zeros(50, int), np.zeros(50, int), reviewed, proba).approximate

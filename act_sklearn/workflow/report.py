@@ -65,6 +65,7 @@ def report(run, *, confidence=0.9):
         errors_found=int(np.sum(reviewed & (human != machine))),
         final_label_accuracy=estimate.accuracy if estimate.estimable else None,
         final_label_accuracy_ci=[estimate.ci_low, estimate.ci_high] if estimate.estimable else None,
+        final_label_accuracy_approximate=estimate.approximate,  # its level holds only roughly
         llm_failures=len(run.failures()),
         confidence=confidence,
         models={step: steps[step].get("component") for step in LLM_STEPS if step in steps},

@@ -403,6 +403,7 @@ def train(run, estimator=None):
         pending_reviews=int(selected.sum()) - len(reviews),
         label_accuracy=estimate.accuracy if estimate.estimable else None,
         label_accuracy_ci=[estimate.ci_low, estimate.ci_high] if estimate.estimable else None,
+        label_accuracy_approximate=estimate.approximate,
     )
     return model
 
