@@ -215,10 +215,13 @@ def _few_outcomes(found, size, stratum_size, fraction):
     """
     if found.size == 0:
         return False
-    smoothed = (found + 1) / (size + 2)
-    variance = stratum_size**2 * (1 - fraction) * smoothed * (1 - smoothed) / size
-    widest = int(np.argmax(variance))
+    widest = int(np.argmax(_stratum_variances((found + 1) / (size + 2), size, stratum_size, fraction)))
     return bool(min(found[widest], size[widest] - found[widest]) < FEW_OUTCOMES)
+
+
+def _stratum_variances(shares, size, stratum_size, fraction):
+    """Each stratum's variance of ``N_h p_h`` at error shares ``shares`` (finite-population corrected)."""
+    return stratum_size**2 * (1 - fraction) * shares * (1 - shares) / size
 
 
 def _proportions_given_total(total, found, size, stratum_size):
@@ -263,7 +266,7 @@ def _score_interval(found, size, stratum_size, fraction, z):
             shares = np.full(found.size, 0.0 if c <= 0 else 1.0)
         else:
             shares = _proportions_given_total(c, found, size, stratum_size)
-        variance = (stratum_size**2 * (1 - fraction) * shares * (1 - shares) / size).sum()
+        variance = _stratum_variances(shares, size, stratum_size, fraction).sum()
         return (estimate - c) ** 2 - z**2 * variance
 
     return _edge(statistic, estimate, 0.0), _edge(statistic, estimate, total)
