@@ -20,6 +20,7 @@ from act_sklearn.stats import (
     recalibrate_error_proba,
     round_budgets,
 )
+from act_sklearn.stats.recalibration import MAX_WEIGHT
 
 require_extra("hypothesis", "test")
 from hypothesis import given, settings  # noqa: E402
@@ -224,6 +225,25 @@ def test_recalibration_survives_one_sided_answers_and_odd_labels():
     wrong = [i % 2 == 0 for i in range(20)] + [False] * 25
     out = recalibrate_error_proba([0.3] * 45, machine, wrong, [True] * 40 + [False] * 5)
     assert out[0] > out[40] > out[20]
+
+
+def test_recalibration_truncates_the_weights_of_rare_explored_items():
+    # 40 reviewed items of label "a", all right, and one explored item of label "b" with pi = 0.001,
+    # wrong: untruncated, its weight of 1000 would outvote all the rest together
+    machine = ["a"] * 40 + ["b"] * 41
+    wrong = [False] * 40 + [True] + [False] * 40
+    reviewed = [True] * 41 + [False] * 40
+    error_proba = [0.2] * 81
+
+    def recalibrated(weight):
+        return recalibrate_error_proba(error_proba, machine, wrong, reviewed, [1.0] * 40 + [weight] + [1.0] * 40)
+
+    capped = recalibrated(MAX_WEIGHT)
+    np.testing.assert_allclose(recalibrated(1000.0), capped)
+    # the explored item still counts for more than one review: label "b" rises above label "a" ...
+    assert capped[41] > recalibrated(1.0)[41] and capped[41] > capped[0]
+    # ... but the 40 right answers keep "a" below the criticizer's 0.2
+    assert capped[0] < 0.2
 
 
 def test_round_budgets_split_evenly_with_the_remainder_first():
