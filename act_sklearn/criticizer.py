@@ -36,7 +36,7 @@ from .llm.parsing import (
     message_content,
     parse_json_answer,
     parse_percent,
-    repeats_example,
+    repeats_prompt,
     value_logprobs,
     value_span,
 )
@@ -339,7 +339,7 @@ class MLLMCriticizer(LLMEstimatorMixin, BaseEstimator):
         try:
             answer = parse_json_answer(content, finish, required=["error_probability"])
         except ParseError:
-            if modes[outcome.alternative] != "text" or repeats_example(content):
+            if modes[outcome.alternative] != "text" or repeats_prompt(content):
                 raise  # an echoed prompt: any number in it came from the prompt
             numbers_found = _NUMBER.findall(content)
             if not numbers_found:
@@ -566,8 +566,8 @@ def _read_grade(content, finish, *, text_mode):
         option = bare.group(1)
     if option is None:
         raise ParseError(f"the answer has no 'option' field: {content[:200]!r}")
-    if repeats_example(str(option)):
-        raise ParseError(f"the answer repeats the prompt's example instead of answering: {content[:200]!r}")
+    if repeats_prompt(str(option)):
+        raise ParseError(f"the answer repeats the prompt instead of answering: {content[:200]!r}")
     letters = list(MC_GRADES)
     return MC_GRADES[letters[match_label(option, letters)]][1]
 

@@ -83,10 +83,7 @@ def main(argv=None):
     ]
     best = (1.0, None)
     for calibration in CALIBRATIONS:
-        rng = np.random.default_rng(args.seed)
-        # job() draws the errors from q; the bound needs q itself, so draw it the same way
-        q = np.clip(np.random.default_rng(args.seed).beta(0.6, 2.4, args.n), 1e-6, 1 - 1e-6)
-        _, e = job(args.n, calibration, rng)
+        _, e, q = job(args.n, calibration, np.random.default_rng(args.seed))  # the bound needs the true q
         for rule in SAMPLING_RULES:
             ratios = []
             for budget in BUDGETS:

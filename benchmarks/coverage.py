@@ -68,7 +68,7 @@ CALIBRATIONS = ("calibrated", "overconfident", "weak")
 
 
 def job(n, calibration, rng):
-    """(errors, error probabilities) of a labelling job of ``n`` items."""
+    """(errors, error probabilities, true error probabilities) of a labelling job of ``n`` items."""
     q = rng.beta(0.6, 2.4, n)
     errors = rng.random(n) < q
     q = np.clip(q, 1e-6, 1 - 1e-6)
@@ -78,7 +78,7 @@ def job(n, calibration, rng):
         e = expit(2 * logit(q))
     else:
         e = expit(0.5 * logit(q) + 0.5 * rng.standard_normal(n))
-    return errors, e
+    return errors, e, q
 
 
 # -- the estimator and the design before issue #12, frozen ---------------------------------
@@ -122,7 +122,7 @@ def cell(n, budget, rule, explore, calibration, reps, seed, before=True):
     width = {"before": 0.0, "now": 0.0}
     approximate = 0
     for _ in range(reps):
-        errors, e = job(n, calibration, rng)
+        errors, e, _ = job(n, calibration, rng)
         proba = inclusion_probabilities(e, budget, rule=rule, explore=explore, random_state=rng.integers(2**31))
 
         reviewed = draw_sample(proba, random_state=rng.integers(2**31))

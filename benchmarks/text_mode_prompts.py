@@ -14,8 +14,9 @@ package's own text-mode instructions (``ANNOTATOR_SYSTEM`` with
 ``real_model.load_items`` (same seeded draw), at temperature 0, with the
 annotator's ``max_tokens``, and reads every answer with the annotator's text-mode
 rule: the JSON object (``parse_json_answer``), else a single label named in the
-text (``find_label_in_text``). An answer that repeats the prompt is counted
-apart from other unreadable answers.
+text (``find_label_in_text``). Of the answers that rule refuses, one that
+repeats the prompt (``parsing.repeats_prompt``, or the start of this
+benchmark's own turns) is counted apart from other unreadable answers.
 
 Arrangements:
 
@@ -46,7 +47,13 @@ from real_model import CLASSES, INSTRUCTIONS, load_items  # noqa: E402
 from real_model import find_llama_server, gemma_gguf, running_gemma_server  # noqa: E402
 
 from act_sklearn.datasets import DEMO_NEWSGROUPS  # noqa: E402
-from act_sklearn.llm.parsing import ParseError, find_label_in_text, match_label, parse_json_answer  # noqa: E402
+from act_sklearn.llm.parsing import (  # noqa: E402
+    ParseError,
+    find_label_in_text,
+    match_label,
+    parse_json_answer,
+    repeats_prompt,
+)
 from act_sklearn.llm.prompts import (  # noqa: E402
     ANNOTATOR_SYSTEM,
     annotation_schema,
@@ -95,8 +102,6 @@ def ask(url, messages, max_tokens):
 
 def outcome(content, finish, prefilled):
     """'label', 'echo' (the answer repeats the prompt) or 'unreadable', read as the annotator reads text mode."""
-    if content.lstrip().startswith(("You are a careful data annotator", "Post:", "OK. Send")):
-        return "echo"
     text = PREFIX + content if prefilled and not content.lstrip().startswith("{") else content
     try:
         answer = parse_json_answer(text, finish, required=["label"])
@@ -108,7 +113,9 @@ def outcome(content, finish, prefilled):
         find_label_in_text(text, LABEL_NAMES)
         return "label"
     except ParseError:
-        return "unreadable"
+        pass
+    # this benchmark's own turns ("Post: ...", "OK. Send the item.") echoed hold no sentence of the prompt
+    return "echo" if repeats_prompt(content) or content.lstrip().startswith(("Post:", "OK. Send")) else "unreadable"
 
 
 def main(argv=None):

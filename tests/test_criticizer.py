@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 import pytest
-from fake_llm import FakeLLM, answer_by_keyword, completion, enum_of, logprob_tokens, user_text
+from fake_llm import FakeLLM, answer_by_keyword, completion, logprob_tokens
 from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.pipeline import make_pipeline
 

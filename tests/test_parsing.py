@@ -21,7 +21,7 @@ from act_sklearn.llm.parsing import (
     match_label,
     parse_json_answer,
     parse_percent,
-    repeats_example,
+    repeats_prompt,
 )
 from act_sklearn.llm.prompts import (
     ANNOTATOR_SYSTEM,
@@ -29,6 +29,7 @@ from act_sklearn.llm.prompts import (
     CRITIC_SYSTEM,
     CRITIC_STRATEGY_TEXT,
     DEFAULT_INSTRUCTIONS,
+    ECHO_MARKERS,
     EXAMPLE_PLACEHOLDERS,
     WHITESPACE_TOKENS_PER_SLOT,
     annotation_schema,
@@ -178,19 +179,36 @@ def test_an_echoed_annotator_prompt_is_not_an_answer():
     # what Gemma 3 270M answered in text mode: its system prompt, the item, a stray word
     prompt = _annotator_prompt(SPEAKERS, annotation_schema(SPEAKERS))
     echo = f"{prompt}\n\nIt takes a village. mendatang"
-    assert repeats_example(echo)
+    assert repeats_prompt(echo)
     answer = parse_json_answer(echo, "length")
-    with pytest.raises(ParseError, match="repeats the prompt's example"):
+    with pytest.raises(ParseError, match="repeats the prompt"):
         match_label(answer["label"], SPEAKERS)
-    with pytest.raises(ParseError, match="repeats the prompt's example"):
+    with pytest.raises(ParseError, match="repeats the prompt"):
         find_label_in_text(echo, SPEAKERS)
+
+
+def test_an_echo_cut_off_anywhere_is_not_an_answer():
+    # an echo cut at max_tokens between the first and the second label of the list names exactly one
+    # label; no cut of the prompt may be read as one
+    prompt = _annotator_prompt(SPEAKERS, annotation_schema(SPEAKERS))
+    first_label_ends = prompt.index(format_labels(SPEAKERS[:1])) + len(format_labels(SPEAKERS[:1]))
+    for cut in range(1, len(prompt) + 1):
+        echo = prompt[:cut]
+        with pytest.raises(ParseError, match="repeats the prompt|names no label"):
+            find_label_in_text(echo, SPEAKERS)
+    unmarked = prompt[:first_label_ends]
+    for marker in ECHO_MARKERS:
+        unmarked = unmarked.replace(marker, "")
+    assert find_label_in_text(unmarked, SPEAKERS) == 0  # the sentences are what give the echo away
+    for marker in ECHO_MARKERS:  # each is a sentence the system prompts really hold
+        assert marker in ANNOTATOR_SYSTEM or marker in CRITIC_SYSTEM
 
 
 @pytest.mark.parametrize("strategy", ["naive", "cot", "devil"])
 def test_an_echoed_critic_prompt_gives_no_probability(strategy):
     echo = _critic_prompt(strategy, label="42") + "\n\nIt takes a village."
     answer = parse_json_answer(echo, "length")
-    with pytest.raises(ParseError, match="repeats the prompt's example"):
+    with pytest.raises(ParseError, match="repeats the prompt"):
         parse_percent(answer["error_probability"])
 
 
@@ -200,20 +218,20 @@ def test_an_echoed_multiple_choice_prompt_gives_no_grade(tmp_path):
     critic = MLLMCriticizer(fake.backend(tmp_path), strategy="mc", classes=SPEAKERS, output_mode="text",
                             on_error="skip").fit()
     (failure,) = critic.criticize(["a speech"], ["Hillary Clinton"]).failures
-    assert "repeats the prompt's example" in failure.reason
+    assert "repeats the prompt" in failure.reason
 
 
 def test_an_echoed_yes_no_prompt_gives_no_answer():
     echo = _critic_prompt("logprob") + "\n\nIt takes a village."
     answer = parse_json_answer(echo)
-    with pytest.raises(ParseError, match="repeats the prompt's example"):
+    with pytest.raises(ParseError, match="repeats the prompt"):
         match_label(answer["answer"], ["yes", "no"])
-    with pytest.raises(ParseError, match="repeats the prompt's example"):
+    with pytest.raises(ParseError, match="repeats the prompt"):
         find_label_in_text(echo, ["yes", "no"])
 
 
 def test_an_answer_in_the_examples_form_is_read():
-    assert not repeats_example('{"label": "Hillary Clinton"}')
+    assert not repeats_prompt('{"label": "Hillary Clinton"}')
     assert match_label("hillary clinton", SPEAKERS) == 1
     assert parse_percent("70") == pytest.approx(0.7)
     assert all(placeholder not in SPEAKERS for placeholder in EXAMPLE_PLACEHOLDERS)
@@ -229,7 +247,7 @@ def test_an_annotator_facing_an_echoing_model_records_a_failure_not_the_example(
     annotator = MLLMAnnotator(
         fake.backend(tmp_path), classes=SPEAKERS, output_mode="text", on_error="skip"
     ).fit()
-    with pytest.warns(LLMFailureWarning, match="repeats the prompt's example"):
+    with pytest.warns(LLMFailureWarning, match="repeats the prompt"):
         labels = annotator.predict(["It takes a village."])
     assert labels.tolist() == [None]
 
@@ -239,7 +257,7 @@ def test_a_criticizer_facing_an_echoing_model_records_a_failure(tmp_path):
     critic = MLLMCriticizer(
         fake.backend(tmp_path), strategy="naive", classes=SPEAKERS, output_mode="text", on_error="skip"
     ).fit()
-    with pytest.warns(LLMFailureWarning, match="repeats the prompt's example"):
+    with pytest.warns(LLMFailureWarning, match="repeats the prompt"):
         error_proba = critic.predict_error_proba(["It takes a village."], ["Hillary Clinton"])
     assert np.isnan(error_proba).all()
 

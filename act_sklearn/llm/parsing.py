@@ -9,8 +9,9 @@ exact rather than brittle:
 - Labels match whatever their case and spacing (:func:`match_label`), in the
   answer's text as in the alternative tokens of its logprobs.
 - An answer that repeats the text-mode prompt's example, whose values are
-  placeholders (:data:`~act_sklearn.llm.prompts.EXAMPLE_PLACEHOLDERS`), is refused:
-  the model echoed its prompt and gave no answer.
+  placeholders (:data:`~act_sklearn.llm.prompts.EXAMPLE_PLACEHOLDERS`), or a
+  sentence of the system prompt (:data:`~act_sklearn.llm.prompts.ECHO_MARKERS`),
+  is refused: the model echoed its prompt and gave no answer.
 """
 
 import json
@@ -19,7 +20,7 @@ import re
 
 import numpy as np
 
-from .prompts import EXAMPLE_PLACEHOLDERS
+from .prompts import ECHO_MARKERS, EXAMPLE_PLACEHOLDERS
 
 
 class ParseError(ValueError):
@@ -217,7 +218,7 @@ def match_label(value, label_names):
 
 def find_label_in_text(content, label_names):
     """A label named by a plain-text answer: the whole answer, or the one label it mentions."""
-    if repeats_example(content):
+    if repeats_prompt(content):
         raise ParseError(_echo_reason(content[:200]))
     stripped = content.strip().strip("\"'`.*: \n")
     try:
@@ -235,24 +236,28 @@ def find_label_in_text(content, label_names):
     raise ParseError(f"the answer names {which} of {list(label_names)}: {content[:200]!r}")
 
 
-def repeats_example(content):
-    """Whether ``content`` contains a placeholder of the text-mode prompt's example.
+def repeats_prompt(content):
+    """Whether ``content`` repeats the prompt: a placeholder of the text-mode example, or a sentence of the system prompt.
 
     Such an answer echoes the prompt; any label or number in it comes from the
-    prompt, not from the model's judgement, so it is no answer.
+    prompt, not from the model's judgement, so it is no answer. The sentences
+    catch an echo cut off before the example, whose list of labels, cut after
+    its first entry, would otherwise name one label.
 
     Examples
     --------
-    >>> repeats_example('Answer ... in the form {"label": "<one of the labels>"}.')
+    >>> repeats_prompt('Answer ... in the form {"label": "<one of the labels>"}.')
     True
-    >>> repeats_example('{"label": "dog"}')
+    >>> repeats_prompt('You are a careful data annotator. Choose exactly one label from this list: "cat",')
+    True
+    >>> repeats_prompt('{"label": "dog"}')
     False
     """
-    return any(placeholder in content for placeholder in EXAMPLE_PLACEHOLDERS)
+    return any(marker in content for marker in (*EXAMPLE_PLACEHOLDERS, *ECHO_MARKERS))
 
 
 def _echo_reason(text):
-    return f"the answer repeats the prompt's example instead of answering: {text!r}"
+    return f"the answer repeats the prompt instead of answering: {text!r}"
 
 
 def parse_percent(value):

@@ -8,7 +8,9 @@ OpenAI ``json_schema`` structured output, ``json_object`` with a schema
 The text-mode prompt shows the answer's form with placeholders
 (``{"label": "<one of the labels>"}``), never a real value: a model that
 repeats its prompt then repeats a placeholder, which the parser refuses
-(:data:`EXAMPLE_PLACEHOLDERS`), instead of a label it would take as the answer.
+(:data:`EXAMPLE_PLACEHOLDERS`), instead of a label it would take as the answer; an
+echo cut off before the example still repeats a sentence of the prompt
+(:data:`ECHO_MARKERS`), which the parser refuses as well.
 """
 
 import json
@@ -71,6 +73,15 @@ YES_NO_PLACEHOLDER = "<yes or no>"
 PERCENT_PLACEHOLDER = "<percent>"
 OPTION_PLACEHOLDER = "<the option's letter>"
 EXAMPLE_PLACEHOLDERS = frozenset({LABEL_PLACEHOLDER, YES_NO_PLACEHOLDER, PERCENT_PLACEHOLDER, OPTION_PLACEHOLDER})
+# Sentences of the system prompts that only an echo repeats. An echo cut off (at max_tokens)
+# before the example's placeholder still holds one of them, and may hold a label: the list of
+# labels, cut after its first entry, names exactly one.
+ECHO_MARKERS = (
+    "You are a careful data annotator.",
+    "Choose exactly one label from this list:",
+    "You are a critical reviewer of data annotations.",
+    "The possible labels are:",
+)
 
 # max_tokens budget (answer_token_budget). llama.cpp's JSON grammar lets a
 # model write up to 22 whitespace characters at each place JSON allows
