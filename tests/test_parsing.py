@@ -242,8 +242,14 @@ def _echo(body, n):
     return completion(f"{system}\n\n{item}", finish_reason="length")
 
 
-def test_an_annotator_facing_an_echoing_model_records_a_failure_not_the_example(tmp_path):
-    fake = FakeLLM(_echo)
+def _echo_cut_after_the_first_label(body, n):
+    system = body["messages"][0]["content"]
+    return completion(system[: system.index(",", system.index("this list:"))], finish_reason="length")
+
+
+@pytest.mark.parametrize("echo", [_echo, _echo_cut_after_the_first_label])
+def test_an_annotator_facing_an_echoing_model_records_a_failure_not_the_example(tmp_path, echo):
+    fake = FakeLLM(echo)
     annotator = MLLMAnnotator(
         fake.backend(tmp_path), classes=SPEAKERS, output_mode="text", on_error="skip"
     ).fit()
