@@ -239,14 +239,13 @@ class _Batch:
         from tqdm.auto import tqdm
 
         backend = self.backend
-        self.semaphore = asyncio.Semaphore(backend.max_concurrency)
         self.request_limiter = backend.requests_per_minute and RateLimiter(backend.requests_per_minute)
         self.token_limiter = backend.tokens_per_minute and RateLimiter(backend.tokens_per_minute)
         self.pool = ReplicaPool(backend.replicas)
         self.cache_writes = []
         bar = tqdm(total=len(chains), desc=desc, disable=None if progress else True, leave=False)
         http = backend.make_http_client()
-        endpoints = []
+        self.endpoints = endpoints = []
         try:
             for url in backend.replicas:
                 # the openai client says where and with which headers (key, organization, ...); the posts
@@ -269,7 +268,7 @@ class _Batch:
                     # paying for requests it would mislead on
                     probe = probe or asyncio.ensure_future(probe_all())
                     await probe
-                    outcome = await self.send_chain(endpoints, chain)
+                    outcome = await self.send_chain(chain)
                 bar.update()
                 return outcome
 
@@ -314,14 +313,14 @@ class _Batch:
             rows, self.cache_writes = self.cache_writes, []
             self.cache.put_many(rows)
 
-    async def send_chain(self, endpoints, chain):
+    async def send_chain(self, chain):
         outcome, unusable = Outcome(), []
         for level, body in enumerate(chain):
             try:
-                response = await self.send_with_retries(endpoints, chain, level, outcome)
+                response = await self.send_with_retries(chain, level, outcome)
                 reason = self.usable(response, level)
                 if reason is not None and _cut_off(response):
-                    again = await self.ask_again(endpoints, chain, level, outcome, body)
+                    again = await self.ask_again(chain, level, outcome, body)
                     if again is not None:
                         self.ledger.unusable += 1
                         body, response = again
@@ -348,19 +347,19 @@ class _Batch:
             return outcome
         return outcome
 
-    async def ask_again(self, endpoints, chain, level, outcome, body):
+    async def ask_again(self, chain, level, outcome, body):
         """(body, response) of the answer asked again after ``body``'s was cut off; None if there is no more to give."""
         bounded, escalated = _bounded(body), _escalated(body)
         if bounded is not None:
             try:
-                return bounded, await self.send_with_retries(endpoints, chain, level, outcome, body=bounded)
+                return bounded, await self.send_with_retries(chain, level, outcome, body=bounded)
             except PermanentError as exc:  # a server that refuses maxLength gets the plain escalation
                 logger.info("A bounded answer was refused (%s); asking with more tokens only", exc)
         if escalated is not None:
-            return escalated, await self.send_with_retries(endpoints, chain, level, outcome, body=escalated)
+            return escalated, await self.send_with_retries(chain, level, outcome, body=escalated)
         return None
 
-    async def send_with_retries(self, endpoints, chain, level, outcome, body=None):
+    async def send_with_retries(self, chain, level, outcome, body=None):
         backend = self.backend
         body = chain[level] if body is None else body
         payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()  # once, for every attempt
@@ -370,25 +369,25 @@ class _Batch:
             outcome.attempts += 1
             replica = None
             try:
-                async with self.semaphore:
-                    if level < min(self.first_alternative, len(chain) - 1):
-                        raise _FormatRejected  # another request found this format rejected
-                    if self.request_limiter:
-                        await self.request_limiter.acquire()
-                    if self.token_limiter:
-                        await self.token_limiter.acquire(estimate_tokens(body))
-                    self.ledger.requests += 1
-                    replica = self.pool.acquire()
-                    self.flush_cache()  # no request leaves before every answer read so far is on disk
-                    try:
-                        response = await endpoints[replica.index].post(payload, backend.timeout)
-                    except TransientError as exc:
-                        self.pool.release(replica, ok=False, refused=exc.refused)
-                        raise
-                    except BaseException:  # a permanent error is the request's fault, not the replica's
-                        self.pool.release(replica, ok=True)
-                        raise
+                # at most max_concurrency workers, each with one request in flight: no semaphore needed
+                if level < min(self.first_alternative, len(chain) - 1):
+                    raise _FormatRejected  # another request found this format rejected
+                if self.request_limiter:
+                    await self.request_limiter.acquire()
+                if self.token_limiter:
+                    await self.token_limiter.acquire(estimate_tokens(body))
+                self.ledger.requests += 1
+                replica = self.pool.acquire()
+                self.flush_cache()  # no request leaves before every answer read so far is on disk
+                try:
+                    response = await self.endpoints[replica.index].post(payload, backend.timeout)
+                except TransientError as exc:
+                    self.pool.release(replica, ok=False, refused=exc.refused)
+                    raise
+                except BaseException:  # a permanent error is the request's fault, not the replica's
                     self.pool.release(replica, ok=True)
+                    raise
+                self.pool.release(replica, ok=True)
                 self.ledger.record_usage(response.get("usage"))
                 self.answer_checks.observe(body, response)
                 return response
