@@ -83,13 +83,13 @@ def make_net(args, clip=None, epochs=None, callbacks=None):
     )
 
 
-def configurations():
+def configurations(clips=CLIPS):
     """(rule, explore, clip); threshold without explore has pi in {0, 1}, where clip changes nothing."""
     return [
         (rule, explore, clip)
         for rule in RULES
         for explore in EXPLORES
-        for clip in CLIPS
+        for clip in clips
         if not (rule == "threshold" and explore == 0 and clip is not None)
     ]
 
@@ -195,7 +195,7 @@ def report(runs, args, budgets, task_note, command, wall):
         *_table_head([f"{b:.0%}" for b in budgets]),
     ]
     failures, worst_seed_failures = [], []
-    for config in configurations():
+    for config in configurations(args.clips):
         cells = []
         for budget in budgets:
             accuracy, _ = _cells(runs, budget, config)
@@ -216,7 +216,7 @@ def report(runs, args, budgets, task_note, command, wall):
         "",
         *_table_head([f"{b:.0%}" for b in budgets]),
     ]
-    for config in configurations():
+    for config in configurations(args.clips):
         cells = []
         for budget in budgets:
             _, chosen = _cells(runs, budget, config)
@@ -231,7 +231,7 @@ def report(runs, args, budgets, task_note, command, wall):
         ("clip set (any rule, any explore)", lambda c: c[2] is not None),
     ]
     for title, member in groups:
-        n_cells = sum(_protected(c) and member(c) for c in configurations()) * len(budgets)
+        n_cells = sum(_protected(c) and member(c) for c in configurations(args.clips)) * len(budgets)
         below = [f for f in failures if member(f[1])]
         worst = [f for f in worst_seed_failures if member(f[1])]
         verdict = "MET" if not below else "NOT MET"
@@ -245,7 +245,8 @@ def report(runs, args, budgets, task_note, command, wall):
     total = sum(r["seconds"] for r in runs)
     lines += [
         "",
-        f"{len(runs)} sweep trainings, {total:.0f} s of worker time; wall time with the collapse runs {wall:.0f} s "
+        f"{len(runs)} sweep trainings, {total:.0f} s of worker time; wall time"
+        f"{'' if args.skip_collapse else ' with the collapse runs'} {wall:.0f} s "
         f"({args.n_jobs} parallel jobs, {args.threads} torch thread(s) each).",
         "",
     ]
@@ -265,6 +266,9 @@ def main(argv=None):
     parser.add_argument("--n-jobs", type=int, default=2, help="parallel trainings (default 2)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per training (default 1)")
     parser.add_argument("--output", metavar="FILE.md", help="also write the report here")
+    parser.add_argument("--clips", type=lambda v: None if v == "none" else float(v), nargs="+", default=list(CLIPS),
+                        help="clips of the sweep ('none': the exact loss; default: none 1)")
+    parser.add_argument("--skip-collapse", action="store_true", help="leave out the 40-epoch collapse runs")
     args = parser.parse_args(argv)
     command = "python benchmarks/torch_stability.py" + "".join(
         f" {a}" for a in (argv if argv is not None else sys.argv[1:])
@@ -289,10 +293,10 @@ def main(argv=None):
         f"the official {task.y_test.size}; machine-label accuracy {machine_accuracy:.2%}"
     )
     jobs = [(None, reference, seed) for reference in ("human", "machine") for seed in args.seeds]
-    jobs += [(b, c, s) for b in budgets for c in configurations() for s in args.seeds]
+    jobs += [(b, c, s) for b in budgets for c in configurations(args.clips) for s in args.seeds]
     runs = Parallel(n_jobs=args.n_jobs)(delayed(_run)(data, args, *job) for job in jobs)
     collapse = []
-    if not args.quick:
+    if not (args.quick or args.skip_collapse):
         collapse = Parallel(n_jobs=args.n_jobs)(
             delayed(_run)(data, args, COLLAPSE_BUDGET, config, 0, COLLAPSE_EPOCHS[-1])
             for config in COLLAPSE_CONFIGS
