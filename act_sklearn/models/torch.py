@@ -89,7 +89,7 @@ class ACTNeuralNetClassifier(NeuralNetClassifier):
     ----------
     module : torch module class or instance
         Returns logits.
-    clip : float >= 0 or None, default=1.0
+    clip : float >= 0 or None, default=0.5
         Bound on the negative target weight of a reviewed item's machine label:
         ``q <- max(q, -clip)``. The exact ACT loss (None) is unbiased for the
         full-human loss, but its negative weights reach ``1 - 1/pi``: -199 for
@@ -97,13 +97,15 @@ class ACTNeuralNetClassifier(NeuralNetClassifier):
         A network's loss is then unbounded below: it keeps lowering the loss by
         pushing those few items' machine-label logits towards minus infinity, and
         test accuracy falls as the training loss runs negative (the ACT paper's
-        normalize collapse; ``benchmarks/torch_stability.py``). ``clip=1`` bounds
-        each item's pull on its machine label to that of one ordinary label, a
-        little bias for a large cut in variance; ``clip=0`` drops the negative part,
-        so the loss is a non-negative weighted cross-entropy (bounded below). Use
-        a clip whenever some reviewed item has ``pi < 1``: explore > 0, or the
-        normalize and sigmoid rules; hence the default 1. None (the exact loss)
-        is opt-in. No effect on ordinary labels or where every ``pi`` is 0 or 1.
+        normalize collapse; ``benchmarks/torch_stability.py``). ``clip=c`` bounds
+        each item's pull on its machine label to ``c`` times that of one ordinary
+        label, a little bias for a large cut in variance; ``clip=0`` drops the
+        negative part, so the loss is a non-negative weighted cross-entropy
+        (bounded below). Use a clip whenever some reviewed item has ``pi < 1``:
+        explore > 0, or the normalize, sigmoid and sqrt rules; hence the default
+        0.5, the linear model's (``benchmarks/quality.py``: on the digits MLP it
+        left 12 configurations with a seed below machine-label training where 1
+        left 17). None (the exact loss) is opt-in. No effect on ordinary labels or where every ``pi`` is 0 or 1.
     criterion : torch criterion class, default=ACTCrossEntropyLoss
     train_split : callable or None, default=ValidSplit(5, stratified=True)
         skorch's validation split (stratified on the final labels under the ACT
@@ -153,7 +155,7 @@ class ACTNeuralNetClassifier(NeuralNetClassifier):
         self,
         module,
         *args,
-        clip=1.0,
+        clip=0.5,
         criterion=ACTCrossEntropyLoss,
         train_split=ValidSplit(5, stratified=True),
         verbose=0,

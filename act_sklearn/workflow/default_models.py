@@ -6,17 +6,17 @@ IMAGE_SIZE = (28, 28)
 
 
 def default_text_model():
-    """TF-IDF features and the ACT loss, clipped."""
+    """TF-IDF features and the ACT loss, with the default clip."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.pipeline import make_pipeline
 
     from ..models.linear import ACTLogisticRegression
 
-    return make_pipeline(TfidfVectorizer(sublinear_tf=True), ACTLogisticRegression(C=10.0, clip=1.0, max_iter=500))
+    return make_pipeline(TfidfVectorizer(sublinear_tf=True), ACTLogisticRegression(C=10.0, max_iter=500))
 
 
 def default_image_model():
-    """Grey pixels of the image files (28 x 28, scaled to [0, 1]) and the ACT loss, clipped.
+    """Grey pixels of the image files (28 x 28, scaled to [0, 1]) and the ACT loss, with the default clip.
 
     A baseline that trains in seconds; for real image work, train a network
     (:class:`~act_sklearn.ACTNeuralNetClassifier`) on the run's labels in Python.
@@ -26,7 +26,7 @@ def default_image_model():
 
     from ..models.linear import ACTLogisticRegression
 
-    return make_pipeline(FunctionTransformer(image_pixels), ACTLogisticRegression(C=1.0, clip=1.0, max_iter=500))
+    return make_pipeline(FunctionTransformer(image_pixels), ACTLogisticRegression(C=1.0, max_iter=500))
 
 
 def image_pixels(paths, size=IMAGE_SIZE):
