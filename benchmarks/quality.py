@@ -244,7 +244,7 @@ def task_report(result, seeds):
             accuracy = _accuracies(runs, loss)
             mark = "**" if accuracy.min() < r["machine"] else ""
             cells.append(f"{mark}{accuracy.mean():.2%} ({accuracy.min():.2%}){mark}")
-        powers = [run["power"].get("auto+clip=0.5", run["power"].get("auto", np.nan)) for run in runs]
+        powers = [run["power"].get(f"auto+{DEFAULT_LOSS}", run["power"].get("auto", np.nan)) for run in runs]
         lines.append(
             f"| {label} | {_method_name(rule, explore, rounds)} | {np.mean([x['aqg'] for x in runs]):+.2%} | "
             f"{np.mean([x['efficiency'] for x in runs]):.3f} | {max(x['max_weight'] for x in runs):.3g} | "

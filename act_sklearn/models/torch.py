@@ -105,7 +105,8 @@ class ACTNeuralNetClassifier(NeuralNetClassifier):
         explore > 0, or the normalize, sigmoid and sqrt rules; hence the default
         0.5, the linear model's (``benchmarks/quality.py``: on the digits MLP it
         left 12 configurations with a seed below machine-label training where 1
-        left 17). None (the exact loss) is opt-in. No effect on ordinary labels or where every ``pi`` is 0 or 1.
+        left 17). None (the exact loss) is opt-in. No effect on ordinary labels
+        or where every ``pi`` is 0 or 1.
     criterion : torch criterion class, default=ACTCrossEntropyLoss
     train_split : callable or None, default=ValidSplit(5, stratified=True)
         skorch's validation split (stratified on the final labels under the ACT

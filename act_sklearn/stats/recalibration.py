@@ -43,9 +43,9 @@ efficiency over one round at every budget from 5% to 40%, by more than two
 standard errors in each cell; the untruncated weights lost 0.7 points on
 digits at 10% in two rounds and were within noise in 12 of the 36 cells, and
 the unweighted fit lost 0.5-1.0 points on 20 Newsgroups at 30-40% in two
-rounds. The fit only ranks;
-the estimates of the run weight the answers by the design of
-:class:`~act_sklearn.ACTSampler` (certainty units for the earlier rounds).
+rounds. The fit only ranks; the estimates of the run weight the answers by
+the design of :class:`~act_sklearn.ACTSampler` (certainty units for the
+earlier rounds).
 """
 
 import numpy as np
