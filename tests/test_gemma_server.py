@@ -190,3 +190,39 @@ def test_the_command_finishes_a_job_on_the_real_model(gemma_server_url, newsgrou
     steps = folder.manifest()["steps"]
     assert steps["annotate"]["usage"]["failures"] == steps["criticize"]["usage"]["failures"] == 0
     assert folder.error_proba().shape == (24,)
+
+
+def test_text_mode_takes_no_label_from_an_echo_cut_anywhere(gemma_server_url, texts):
+    """Gemma 3 270M (base) repeats its text-mode prompt; cut by max_tokens at several places, some inside
+    the list of labels, no echo is read as a label."""
+    from act_sklearn.llm.parsing import ParseError, find_label_in_text, repeats_prompt
+    from act_sklearn.llm.prompts import (
+        ANNOTATOR_SYSTEM,
+        ECHO_MARKERS,
+        annotation_schema,
+        answer_format,
+        format_labels,
+    )
+
+    names = list(LABEL_NAMES.values())
+    system = ANNOTATOR_SYSTEM.format(instructions="Classify the newsgroup post by its topic.",
+                                     labels=format_labels(names),
+                                     answer_format=answer_format("text", annotation_schema(names)))
+    echoes, one_label_cuts = 0, 0
+    for max_tokens in range(24, 41):
+        body = {"model": "gemma-3-270m", "temperature": 0, "max_tokens": max_tokens,
+                "messages": [{"role": "system", "content": system}, {"role": "user", "content": texts[0]}]}
+        content = _post(gemma_server_url, "/v1/chat/completions", body)["choices"][0]["message"]["content"] or ""
+        if repeats_prompt(content):
+            echoes += 1
+            with pytest.raises(ParseError, match="repeats the prompt"):
+                find_label_in_text(content, names)
+            unmarked = content
+            for marker in ECHO_MARKERS:
+                unmarked = unmarked.replace(marker, "")
+            try:
+                find_label_in_text(unmarked, names)
+                one_label_cuts += 1  # without the markers, this cut would have been read as a label
+            except ParseError:
+                pass
+    assert echoes > 0 and one_label_cuts > 0  # the model echoed, and some cut left exactly one label
