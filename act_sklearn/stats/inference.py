@@ -45,11 +45,31 @@ budget) and by under 1% for ``normalize`` and ``sqrt``
 score interval loses coverage where reviews are few. So there is none.
 
 The level holds where the stratum that carries most of the variance shows
-enough of both outcomes: with fewer than :data:`FEW_OUTCOMES` errors (or
+enough of both outcomes. With fewer than :data:`FEW_OUTCOMES` errors (or
 correct labels) among its reviews, a binomial proportion is too discrete for
-any interval to keep its level, and ``benchmarks/coverage.py`` measures
-83-96% for a 90% interval in such cells (86-94% elsewhere). The estimate then
-says so (``approximate``) instead of implying precision it does not have.
+any interval that is a function of the reviews alone to keep its level. The score
+interval then under-covers on the side where errors are rare: its bounds at
+0, 1 and 2 errors found lie below the exact (Poisson) ones, 2.7, 4.5 and 6.0
+errors against 3.0, 4.7 and 6.3 in units of one review, a known weakness of
+the Wilson interval near 0 (Brown, Cai and DasGupta 2001). Where that stratum has at
+least :data:`POISSON_REVIEWS` reviews, its few errors are a Poisson count and
+the statistic is continuity-corrected,
+
+    (|sum_h N_h p_h - c| - k N_w / n_w)**2 <= z**2 * V(c),
+
+with ``w`` that stratum and ``k`` = :data:`CONTINUITY_CORRECTION`, a quarter
+of one review's count. Measured over 600 repetitions, it lifts the cells
+where errors are rare among many explored reviews from 85.0-88.0% to
+90.2-91.5%; over the whole grid of ``benchmarks/coverage.py``, 19 of 324
+cells stay outside [86%, 94%] after the recheck (2 below, at 85.5 and
+85.9%), against 23 without it (3 below). With fewer reviews it is not
+applied: correcting every few-outcome cell took cells with one to ten
+explored reviews to 95.7-97.8% (98-99% with Yates's half). With only one
+or two reviews in that stratum, nothing that is a function of the reviews
+can hold 90% for every error share p: with one
+review, an interval holds p after both outcomes (coverage 100%) or misses
+it after one of them (coverage 1 - p or p). The estimate says so
+(``approximate``) instead of implying precision it does not have.
 
 A stratum with no review at all leaves its items' errors unknown: they widen
 the upper bound by their count. With some ``pi_i = 0`` (no exploration) the
@@ -69,6 +89,11 @@ from .sampling import inclusion_strata
 # Fewer errors (or correct labels) than this among the reviews of the stratum that carries most of the
 # variance make the interval's level approximate (module docstring).
 FEW_OUTCOMES = 5
+# The continuity correction of an interval on few outcomes, in counts of one review of the stratum that
+# carries most of the variance (module docstring).
+CONTINUITY_CORRECTION = 0.25
+# From this many reviews of that stratum on, its few outcomes are a Poisson count (module docstring).
+POISSON_REVIEWS = 20
 
 
 @dataclass(frozen=True)
@@ -195,7 +220,12 @@ def estimate_label_accuracy(
     errors_in_strata = float(stratum_size @ (found_in / effective_size)) if found_in.size else 0.0
     errors_in_uncertain = errors_found - int(is_error[strata < 0].sum())
     errors_remaining = max(errors_in_strata - errors_in_uncertain, 0.0)
-    low, high = _score_interval(found_in, effective_size, stratum_size, fraction, norm.ppf(0.5 + confidence / 2))
+    few_outcomes = _few_outcomes(found_in, effective_size, stratum_size, fraction)
+    rare_outcomes = few_outcomes and _many_reviews(found_in, effective_size, stratum_size, fraction)
+    low, high = _score_interval(
+        found_in, effective_size, stratum_size, fraction, norm.ppf(0.5 + confidence / 2),
+        correction=CONTINUITY_CORRECTION if rare_outcomes else 0.0,
+    )
     n_unreviewed = n_samples - n_reviewed
     low_errors = min(max(low - errors_in_uncertain, 0.0), errors_remaining)
     high_errors = min(max(high - errors_in_uncertain, errors_remaining) + unknown, n_unreviewed)
@@ -203,20 +233,30 @@ def estimate_label_accuracy(
     return LabelAccuracyEstimate(
         accuracy, 1.0 - high_errors / n_samples, 1.0 - low_errors / n_samples, confidence, errors_found,
         errors_remaining, n_samples, n_reviewed, True,
-        approximate=bool(unknown) or _few_outcomes(found_in, effective_size, stratum_size, fraction),
+        approximate=bool(unknown) or few_outcomes,
     )
 
 
-def _few_outcomes(found, size, stratum_size, fraction):
-    """Whether the stratum with the largest variance shows fewer than FEW_OUTCOMES of either outcome.
+def _widest_stratum(found, size, stratum_size, fraction):
+    """The stratum with the largest variance of ``N_h p_h``.
 
     The variance is weighed with Laplace-smoothed shares, so that a stratum in
     which no error was found still counts by its size and sampling fraction.
     """
+    return int(np.argmax(_stratum_variances((found + 1) / (size + 2), size, stratum_size, fraction)))
+
+
+def _few_outcomes(found, size, stratum_size, fraction):
+    """Whether the stratum with the largest variance shows fewer than FEW_OUTCOMES of either outcome."""
     if found.size == 0:
         return False
-    widest = int(np.argmax(_stratum_variances((found + 1) / (size + 2), size, stratum_size, fraction)))
+    widest = _widest_stratum(found, size, stratum_size, fraction)
     return bool(min(found[widest], size[widest] - found[widest]) < FEW_OUTCOMES)
+
+
+def _many_reviews(found, size, stratum_size, fraction):
+    """Whether the stratum with the largest variance has at least POISSON_REVIEWS reviews (effective)."""
+    return bool(size[_widest_stratum(found, size, stratum_size, fraction)] >= POISSON_REVIEWS)
 
 
 def _stratum_variances(shares, size, stratum_size, fraction):
@@ -254,12 +294,17 @@ def _proportions_given_total(total, found, size, stratum_size):
     return shares(brentq(excess, low_lam, high_lam, xtol=1e-12, maxiter=200))
 
 
-def _score_interval(found, size, stratum_size, fraction, z):
-    """The values c of ``sum_h N_h P_h`` that the score test does not reject (module docstring)."""
+def _score_interval(found, size, stratum_size, fraction, z, correction=0.0):
+    """The values c of ``sum_h N_h P_h`` that the score test does not reject (module docstring).
+
+    ``correction``: the continuity correction, in counts of one review of the widest stratum.
+    """
     if found.size == 0:
         return 0.0, 0.0
     estimate = float(stratum_size @ (found / size))
     total = float(stratum_size.sum())
+    widest = _widest_stratum(found, size, stratum_size, fraction)
+    shift = correction * stratum_size[widest] / size[widest]
 
     def statistic(c):
         if c <= 0 or c >= total:  # every share 0 or 1: no variance left
@@ -267,7 +312,7 @@ def _score_interval(found, size, stratum_size, fraction, z):
         else:
             shares = _proportions_given_total(c, found, size, stratum_size)
         variance = _stratum_variances(shares, size, stratum_size, fraction).sum()
-        return (estimate - c) ** 2 - z**2 * variance
+        return max(abs(estimate - c) - shift, 0.0) ** 2 - z**2 * variance
 
     return _edge(statistic, estimate, 0.0), _edge(statistic, estimate, total)
 
