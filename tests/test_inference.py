@@ -166,3 +166,48 @@ def test_exact_and_unreviewed_strata():
     proba = np.r_[np.ones(20), np.full(30, 0.01)]
     reviewed = np.r_[np.ones(20, bool), np.zeros(30, bool)]
     assert estimate_label_accuracy(np.zeros(50, int), np.zeros(50, int), reviewed, proba).approximate
+
+
+def _wilson(share, size, z):
+    centre, half = share + z**2 / (2 * size), z * np.sqrt(share * (1 - share) / size + z**2 / (4 * size**2))
+    return (centre - half) / (1 + z**2 / size), (centre + half) / (1 + z**2 / size)
+
+
+@pytest.mark.parametrize("n_reviewed, corrected", [(40, True), (10, False)])
+def test_few_errors_among_many_reviews_get_the_continuity_corrected_wilson_interval(n_reviewed, corrected):
+    # 1 error in 40 reviews is a Poisson count: the bounds move by CONTINUITY_CORRECTION errors found; in
+    # 10 reviews the plain interval is already wide, and stays as it is (module docstring)
+    from scipy.stats import norm
+
+    from act_sklearn.stats.inference import CONTINUITY_CORRECTION
+
+    n, errors = 400, 1
+    estimate = _one_stratum(n, n_reviewed, errors)
+    z, size = norm.ppf(0.95), n_reviewed / (1 - n_reviewed / n)
+    shift = CONTINUITY_CORRECTION if corrected else 0.0
+    low, _ = _wilson((errors - shift) / n_reviewed, size, z)
+    _, high = _wilson((errors + shift) / n_reviewed, size, z)
+    assert estimate.ci_low == pytest.approx(1 - (n * high - errors) / n, abs=1e-6)
+    assert estimate.ci_high == pytest.approx(1 - (n * low - errors) / n, abs=1e-6)
+
+
+def _rare_errors_coverage(runs=400, n=500, budget=0.4, explore=0.3):
+    """Coverage where the explored reviews are many but find few errors: an overconfident criticizer."""
+    from scipy.special import expit, logit
+
+    rng = np.random.default_rng(7)
+    covered = 0
+    for _ in range(runs):
+        error_rate = rng.beta(0.6, 2.4, n)
+        wrong = rng.random(n) < error_rate
+        proba = inclusion_probabilities(expit(2 * logit(error_rate)), budget, rule="threshold", explore=explore,
+                                        random_state=rng.integers(2**31))
+        reviewed = draw_sample(proba, random_state=rng.integers(2**31))
+        estimate = estimate_label_accuracy(wrong.astype(int), np.zeros(n, int), reviewed, proba, confidence=0.9)
+        truth = 1 - (wrong & ~reviewed).sum() / n
+        covered += estimate.ci_low - 1e-9 <= truth <= estimate.ci_high + 1e-9
+    return covered / runs
+
+
+def test_the_continuity_correction_keeps_the_level_where_explored_reviews_find_few_errors():
+    assert 0.86 <= _rare_errors_coverage() <= 0.94
