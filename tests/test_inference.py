@@ -211,3 +211,19 @@ def _rare_errors_coverage(runs=400, n=500, budget=0.4, explore=0.3):
 
 def test_the_continuity_correction_keeps_the_level_where_explored_reviews_find_few_errors():
     assert 0.86 <= _rare_errors_coverage() <= 0.94
+
+
+@pytest.mark.parametrize("n_reviewed", [1, 2])
+def test_one_or_two_reviews_cover_at_least_the_level_at_every_error_share(n_reviewed):
+    # the stratum's error share p is unknown: the interval after each outcome x of n_reviewed reviews must hold
+    # p with probability >= 90% over x ~ Binomial(n_reviewed, p), for every p (module docstring)
+    from scipy.stats import binom
+
+    n = 2000
+    shares = []  # (low, high) error share of the stratum after x errors found
+    for found in range(n_reviewed + 1):
+        estimate = _one_stratum(n, n_reviewed, found)
+        shares.append(((n * (1 - estimate.ci_high) + found) / n, (n * (1 - estimate.ci_low) + found) / n))
+    for p in np.linspace(0.005, 0.995, 199):
+        coverage = sum(binom.pmf(x, n_reviewed, p) for x, (low, high) in enumerate(shares) if low <= p <= high)
+        assert coverage >= 0.9, (p, coverage)
