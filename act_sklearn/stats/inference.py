@@ -239,10 +239,11 @@ def estimate_label_accuracy(
     errors_in_strata = float(stratum_size @ (found_in / effective_size)) if found_in.size else 0.0
     errors_in_uncertain = errors_found - int(is_error[strata < 0].sum())
     errors_remaining = max(errors_in_strata - errors_in_uncertain, 0.0)
-    few_outcomes = _few_outcomes(found_in, effective_size, stratum_size, fraction)
-    correction = _continuity_correction(found_in, effective_size, stratum_size, fraction) if few_outcomes else 0.0
+    widest = _widest_stratum(found_in, effective_size, stratum_size, fraction) if found_in.size else None
+    few_outcomes = widest is not None and _few_outcomes(found_in[widest], effective_size[widest])
+    correction = _continuity_correction(effective_size[widest]) if few_outcomes else 0.0
     low, high = _score_interval(
-        found_in, effective_size, stratum_size, fraction, norm.ppf(0.5 + confidence / 2), correction
+        found_in, effective_size, stratum_size, fraction, norm.ppf(0.5 + confidence / 2), widest, correction
     )
     n_unreviewed = n_samples - n_reviewed
     low_errors = min(max(low - errors_in_uncertain, 0.0), errors_remaining)
@@ -264,17 +265,13 @@ def _widest_stratum(found, size, stratum_size, fraction):
     return int(np.argmax(_stratum_variances((found + 1) / (size + 2), size, stratum_size, fraction)))
 
 
-def _few_outcomes(found, size, stratum_size, fraction):
-    """Whether the stratum with the largest variance shows fewer than FEW_OUTCOMES of either outcome."""
-    if found.size == 0:
-        return False
-    widest = _widest_stratum(found, size, stratum_size, fraction)
-    return bool(min(found[widest], size[widest] - found[widest]) < FEW_OUTCOMES)
+def _few_outcomes(found, reviews):
+    """Whether a stratum's reviews show fewer than FEW_OUTCOMES of either outcome."""
+    return bool(min(found, reviews - found) < FEW_OUTCOMES)
 
 
-def _continuity_correction(found, size, stratum_size, fraction):
+def _continuity_correction(reviews):
     """The continuity correction of a few-outcome interval, by the widest stratum's (effective) reviews."""
-    reviews = size[_widest_stratum(found, size, stratum_size, fraction)]
     if reviews >= POISSON_REVIEWS:
         return CONTINUITY_CORRECTION
     return TINY_CORRECTION if reviews < TINY_REVIEWS else 0.0
@@ -315,17 +312,16 @@ def _proportions_given_total(total, found, size, stratum_size):
     return shares(brentq(excess, low_lam, high_lam, xtol=1e-12, maxiter=200))
 
 
-def _score_interval(found, size, stratum_size, fraction, z, correction=0.0):
+def _score_interval(found, size, stratum_size, fraction, z, widest, correction):
     """The values c of ``sum_h N_h P_h`` that the score test does not reject (module docstring).
 
-    ``correction``: the continuity correction, in errors found in the widest stratum: the upper end is the
-    score interval's with that many more, the lower end with that many fewer (one stratum: Wilson's
-    continuity-corrected interval).
+    ``widest``: the stratum with the largest variance (``_widest_stratum``); ``correction``: the continuity
+    correction, in errors found there: the upper end is the score interval's with that many more, the lower
+    end with that many fewer (one stratum: Wilson's continuity-corrected interval).
     """
     if found.size == 0:
         return 0.0, 0.0
     total = float(stratum_size.sum())
-    widest = _widest_stratum(found, size, stratum_size, fraction)
     more, fewer = found.copy(), found.copy()
     more[widest] = min(found[widest] + correction, size[widest])
     fewer[widest] = max(found[widest] - correction, 0.0)
