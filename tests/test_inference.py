@@ -91,6 +91,12 @@ def test_confidence_outside_unit_interval_is_an_error():
         estimate_label_accuracy([0], [0], [True], [1.0], confidence=1.0)
 
 
+def _wilson(share, size, z):
+    """The Wilson interval of a proportion observed in ``size`` (effective) trials."""
+    centre, half = share + z**2 / (2 * size), z * np.sqrt(share * (1 - share) / size + z**2 / (4 * size**2))
+    return (centre - half) / (1 + z**2 / size), (centre + half) / (1 + z**2 / size)
+
+
 def test_one_stratum_gives_the_wilson_interval_with_the_finite_population_correction():
     from scipy.stats import norm
 
@@ -101,8 +107,7 @@ def test_one_stratum_gives_the_wilson_interval_with_the_finite_population_correc
     machine[:k] = 1  # k errors among the reviewed items
     estimate = estimate_label_accuracy(machine, gold, reviewed, np.full(n, 0.25), confidence=0.9)
     z, p, size = norm.ppf(0.95), k / reviewed_count, reviewed_count / (1 - reviewed_count / n)
-    centre, half = (p + z**2 / (2 * size)), z * np.sqrt(p * (1 - p) / size + z**2 / (4 * size**2))
-    low, high = (centre - half) / (1 + z**2 / size), (centre + half) / (1 + z**2 / size)
+    low, high = _wilson(p, size, z)
     # errors left: n * P - k, so accuracy 1 - (n P - k) / n
     assert estimate.ci_low == pytest.approx(1 - (n * high - k) / n, abs=1e-6)
     assert estimate.ci_high == pytest.approx(1 - (n * low - k) / n, abs=1e-6)
@@ -166,11 +171,6 @@ def test_exact_and_unreviewed_strata():
     proba = np.r_[np.ones(20), np.full(30, 0.01)]
     reviewed = np.r_[np.ones(20, bool), np.zeros(30, bool)]
     assert estimate_label_accuracy(np.zeros(50, int), np.zeros(50, int), reviewed, proba).approximate
-
-
-def _wilson(share, size, z):
-    centre, half = share + z**2 / (2 * size), z * np.sqrt(share * (1 - share) / size + z**2 / (4 * size**2))
-    return (centre - half) / (1 + z**2 / size), (centre + half) / (1 + z**2 / size)
 
 
 @pytest.mark.parametrize("n_reviewed, corrected", [(40, True), (10, False)])
