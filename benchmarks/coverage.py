@@ -4,6 +4,7 @@ Run it with::
 
     python benchmarks/coverage.py                      # the whole grid, 300 repetitions a cell
     python benchmarks/coverage.py --reps 100 --n 500 3000
+    python benchmarks/coverage.py --jobs 2              # cells in parallel, same figures
 
 Each repetition draws a labelling job and a review sample and asks whether the
 90% interval of ``estimate_label_accuracy`` holds the true accuracy of the
@@ -45,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import multiprocessing
 import os
 import platform
 import sys
@@ -156,32 +158,52 @@ def main(argv=None):
                         help="fresh repetitions for each cell outside the target (0: no recheck)")
     parser.add_argument("--recheck-only", type=Path, default=None, metavar="REPORT",
                         help="re-measure only the cells an earlier report flagged")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="cells measured in parallel (each cell's seed is fixed, so the figures do not change)")
     args = parser.parse_args(argv)
     command = "python benchmarks/coverage.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
     start = time.perf_counter()
     if args.recheck_only is not None:
         flagged = flagged_cells(args.recheck_only.read_text())
-        rechecked = recheck(flagged, args.recheck)
+        rechecked = recheck(flagged, args.recheck, args.jobs)
         text = recheck_report(flagged, rechecked, args.recheck, command, time.perf_counter() - start,
                               source=args.recheck_only)
         (args.output or RECHECK_RESULTS).write_text(text)
         print(text)
         return
     rows = []
-    grid = itertools.product(args.n, args.budgets, args.rules, args.explore, CALIBRATIONS)
-    for index, (n, budget, rule, explore, calibration) in enumerate(grid):
-        coverage, width, approximate = cell(n, budget, rule, explore, calibration, args.reps, seed=index)
+    grid = list(itertools.product(args.n, args.budgets, args.rules, args.explore, CALIBRATIONS))
+    cells = measure([(*key, args.reps, index) for index, key in enumerate(grid)], args.jobs)
+    for (n, budget, rule, explore, calibration), (coverage, width, approximate) in zip(grid, cells):
         rows.append((n, budget, rule, explore, calibration, coverage, width, approximate))
         print(f"{n:>6} {budget:>4} {rule:>9} {explore:>4} {calibration:>13} | before {coverage['before']:.3f} "
               f"({width['before']:.3f}) | now {coverage['now']:.3f} ({width['now']:.3f})", flush=True)
     flagged = [(r[:5], r[5]["now"]) for r in rows if not TARGET[0] <= r[5]["now"] <= TARGET[1]]
-    rechecked = recheck(flagged, args.recheck) if args.recheck else None
+    rechecked = recheck(flagged, args.recheck, args.jobs) if args.recheck else None
     text = report(rows, args, command, time.perf_counter() - start)
     if rechecked is not None:
         text += "\n" + recheck_report(flagged, rechecked, args.recheck, command, None).split("\n", 1)[1]
     (args.output or RESULTS).write_text(text)
     print(text.split("## Every cell")[0])
     print(f"written to {args.output or RESULTS}")
+
+
+def measure(cells, jobs=1):
+    """``cell(*arguments)`` for each cell's arguments, in order, ``jobs`` cells at a time.
+
+    The workers are forked, so they inherit this script's functions (fresh
+    interpreters could not unpickle them from ``__main__``); each cell's seed
+    is one of its arguments, so the figures do not depend on ``jobs``.
+    """
+    if jobs == 1:
+        yield from itertools.starmap(cell, cells)
+        return
+    with multiprocessing.get_context("fork").Pool(jobs) as pool:
+        yield from pool.imap(_cell, cells)
+
+
+def _cell(arguments):
+    return cell(*arguments)
 
 
 def flagged_cells(report_text):
@@ -196,11 +218,11 @@ def flagged_cells(report_text):
     return cells
 
 
-def recheck(flagged, reps):
+def recheck(flagged, reps, jobs=1):
     """Today's coverage and width of each flagged cell, over ``reps`` fresh repetitions."""
+    cells = measure([(*key, reps, RECHECK_SEED + index, False) for index, (key, _) in enumerate(flagged)], jobs)
     results = []
-    for index, (key, _) in enumerate(flagged):
-        coverage, width, approximate = cell(*key, reps, seed=RECHECK_SEED + index, before=False)
+    for (key, _), (coverage, width, approximate) in zip(flagged, cells):
         results.append((coverage["now"], width["now"], approximate))
         print(f"recheck {key}: {coverage['now']:.3f} ({width['now']:.3f})", flush=True)
     return results
