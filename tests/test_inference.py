@@ -227,3 +227,24 @@ def test_one_or_two_reviews_cover_at_least_the_level_at_every_error_share(n_revi
     for p in np.linspace(0.005, 0.995, 199):
         coverage = sum(binom.pmf(x, n_reviewed, p) for x, (low, high) in enumerate(shares) if low <= p <= high)
         assert coverage >= 0.9, (p, coverage)
+
+
+def test_yates_half_shrinks_with_the_tiny_strata_share_of_the_variance():
+    # one review of 150 items beside 200 reviews of 2,000 that found 100 errors: the two strata carry about
+    # equal variance, so the one-review stratum's count takes its share of the half, not all of it
+    from scipy.stats import norm
+
+    from act_sklearn.stats.inference import TINY_CORRECTION, _score_interval, _widest_stratum
+
+    n = 2150
+    proba = np.r_[np.full(150, 1 / 150), np.full(2000, 0.1)]
+    reviewed = np.r_[np.arange(150) < 1, np.arange(2000) < 200]
+    machine = np.r_[np.zeros(150, int), (np.arange(2000) < 100).astype(int)]
+    estimate = estimate_label_accuracy(machine, np.zeros(n, int), reviewed, proba)
+    found, size, stratum_size, fraction = map(np.asarray, ([0.0, 100.0], [1.0, 200.0], [150, 2000], [1 / 150, 0.1]))
+    widest, share = _widest_stratum(found, size, stratum_size, fraction)
+    assert widest == 0 and 0.3 < share < 0.7
+    low, high = _score_interval(found, size, stratum_size, fraction, norm.ppf(0.95), widest, TINY_CORRECTION * share)
+    assert estimate.approximate
+    assert estimate.ci_low == pytest.approx(1 - (high - 100) / n, abs=1e-6)
+    assert estimate.ci_high == pytest.approx(1 - (low - 100) / n, abs=1e-6)
