@@ -86,10 +86,10 @@ strata's counts smooth the sum, so a stratum that carries a share ``s`` of
 the (smoothed) variance takes ``s`` times the half: the whole half in every
 such cell left the many-strata ones (``normalize``, ``sqrt``) wider by up
 to about a tenth for at most a point more coverage (400 repetitions at
-n = 500, 200 at 5,000). Over the whole grid of ``benchmarks/coverage.py``, with both
-corrections, 28 of 324 cells stay outside [86%, 94%] after the recheck,
-none below and all marked approximate (94.1-99.8%); without them 23 stayed
-outside, 3 below (85.1-85.9%). The estimate says so (``approximate``)
+n = 500, 200 at 5,000). Over the whole grid of ``benchmarks/coverage.py``,
+with both corrections, 28 of 324 cells stay outside [86%, 94%] after the
+recheck, none below and all marked approximate (94.1-99.8%); without them 23
+stayed outside, 3 below (85.1-85.9%). The estimate says so (``approximate``)
 instead of implying precision it does not have.
 
 A stratum with no review at all leaves its items' errors unknown: they widen
@@ -244,7 +244,7 @@ def estimate_label_accuracy(
     errors_in_strata = float(stratum_size @ (found_in / effective_size)) if found_in.size else 0.0
     errors_in_uncertain = errors_found - int(is_error[strata < 0].sum())
     errors_remaining = max(errors_in_strata - errors_in_uncertain, 0.0)
-    widest, share = _widest_stratum(found_in, effective_size, stratum_size, fraction) if found_in.size else (None, 0)
+    widest, share = _widest_stratum(found_in, effective_size, stratum_size, fraction) if found_in.size else (None, 1.0)
     few_outcomes = widest is not None and _few_outcomes(found_in[widest], effective_size[widest])
     correction = _continuity_correction(effective_size[widest], share) if few_outcomes else 0.0
     low, high = _score_interval(
@@ -268,8 +268,9 @@ def _widest_stratum(found, size, stratum_size, fraction):
     which no error was found still counts by its size and sampling fraction.
     """
     variances = _stratum_variances((found + 1) / (size + 2), size, stratum_size, fraction)
-    widest = int(np.argmax(variances))
-    return widest, (float(variances[widest] / variances.sum()) if variances.sum() > 0 else 1.0)
+    widest, total = int(np.argmax(variances)), variances.sum()
+    # every stratum wholly reviewed leaves no variance: the interval is a point, and the share moot
+    return widest, (float(variances[widest] / total) if total > 0 else 1.0)
 
 
 def _few_outcomes(found, reviews):
