@@ -131,8 +131,9 @@ class ACTClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         ``ACTLogisticRegression`` and ``ACTNeuralNetClassifier`` do it in
         ``fit``; any other estimator gets 1 when every reviewed item had
         ``pi = 1`` and cannot train on the design otherwise. The default is
-        safe with the default estimator, whose ``clip=0.5`` bounds the negative
-        weights; the ACT paper's loss is ``power=1`` with
+        safe with the default estimator, which moves the negative weights onto
+        neighbours (``clip=0.5``, ``spread_to_neighbors=True``) so that every
+        weight stays non-negative; the ACT paper's loss is ``power=1`` with
         ``ACTLogisticRegression(clip=None)``. ``"auto"`` is opt-in: it gained
         most at budgets of 15% and more, and fell below machine-label training
         at 5% where few explored items carry heavy weights

@@ -136,3 +136,40 @@ def test_clip_changes_only_act_designs_with_negative_weights():
     assert not exact.clipped_
     clipped = ACTLogisticRegression(max_iter=2000, clip=1.0).fit(X, human, machine_labels=machine, act_weight=weights)
     assert np.abs(clipped.coef_).max() < np.abs(exact.coef_).max() and clipped.clipped_
+
+
+def _design_with_wrong_reviews(y, proba=0.05, n_wrong_reviewed=3):
+    rng = np.random.default_rng(0)
+    machine = np.where(rng.random(y.size) < 0.3, (y + 1) % 3, y)
+    proba = np.full(y.size, proba)
+    reviewed = rng.random(y.size) < proba
+    reviewed[np.flatnonzero(machine != y)[:n_wrong_reviewed]] = True
+    return machine, act_weights(reviewed, proba), np.where(reviewed, y, -1)
+
+
+def test_spread_to_neighbors_is_the_default_and_works_on_sparse_input():
+    X, y = _scaled(load_iris)
+    machine, weights, human = _design_with_wrong_reviews(y)
+    spread = ACTLogisticRegression(max_iter=2000).fit(X, human, machine_labels=machine, act_weight=weights)
+    cut = ACTLogisticRegression(max_iter=2000, spread_to_neighbors=False).fit(
+        X, human, machine_labels=machine, act_weight=weights
+    )
+    assert spread.clipped_ and cut.clipped_
+    assert np.abs(spread.coef_ - cut.coef_).max() > 1e-3  # the weight went somewhere else
+    on_sparse = ACTLogisticRegression(max_iter=2000).fit(
+        sparse.csr_matrix(X), human, machine_labels=machine, act_weight=weights
+    )
+    np.testing.assert_allclose(on_sparse.coef_, spread.coef_, atol=1e-6)
+
+
+def test_spread_counts_every_negative_weight_as_a_change():
+    # w = 1.25: the negative weight -0.25 is above -clip, so the plain clip keeps the exact loss
+    # (and its intervals); the spread moves it, and says so
+    X, y = _scaled(load_iris)
+    machine, weights, human = _design_with_wrong_reviews(y, proba=0.8)
+    fit = dict(machine_labels=machine, act_weight=weights)
+    assert not ACTLogisticRegression(spread_to_neighbors=False, compute_intervals=True).fit(X, human, **fit).clipped_
+    spread = ACTLogisticRegression(compute_intervals=True).fit(X, human, **fit)
+    assert spread.clipped_ and spread.coef_covariance_ is None
+    with pytest.raises(ValueError, match="clip=None"):
+        spread.coef_ci(0.9)

@@ -15,6 +15,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from act_sklearn import ACTClassifier, ACTSampler
+from act_sklearn.models.neighbor_spread import act_targets
 from act_sklearn.stats import act_loss, act_soft_targets, act_weights, soft_target_cross_entropy
 
 torch = require_extra("torch", "torch")
@@ -308,3 +309,24 @@ def test_missing_skorch_gives_an_install_hint(monkeypatch):
     monkeypatch.delitem(sys.modules, "act_sklearn.models.torch")
     with pytest.raises(ImportError, match=r"pip install torch==2.13.0.*act-sklearn\[torch\]"):
         importlib.import_module("act_sklearn.models.torch")
+
+
+def test_targets_spread_to_neighbors_on_array_input_and_are_cut_on_other_input(job):
+    X, y, machine, error_proba = job
+    rng = np.random.default_rng(0)
+    proba = np.full(y.size, 0.05)
+    reviewed = (rng.random(y.size) < proba) | (np.arange(y.size) == np.flatnonzero(machine != y)[0])
+    weights = act_weights(reviewed, proba)
+    human = np.where(reviewed, y, -1)
+    net = make_net(train_split=None).initialize()
+    net.classes_inferred_ = np.arange(10)
+    spread = net._targets(human, machine, weights, 1.0, net._neighbor_features(torch.from_numpy(X))).numpy()
+    cut = net._targets(human, machine, weights, 1.0, net._neighbor_features({"X": X})).numpy()
+    expected_spread = act_targets(
+        np.asarray(machine), np.where(reviewed, y, 0), weights, 10, clip=0.5, features=X.reshape(len(X), -1)
+    )
+    np.testing.assert_allclose(spread, expected_spread, rtol=1e-6)
+    expected_cut = act_soft_targets(np.asarray(machine), np.where(reviewed, y, 0), weights, 10, clip=0.5)
+    np.testing.assert_allclose(cut, expected_cut, rtol=1e-6)
+    assert spread.min() >= 0 and cut.min() < 0
+    assert make_net(spread_to_neighbors=False)._neighbor_features(X) is None

@@ -18,6 +18,14 @@ soft targets ``q_i = lam * (1 - w_i) * onehot(m_i) + w_i * onehot(h_i)``::
 
 The coefficient of ``logsumexp`` is non-negative, so ``L`` is convex in the
 weights of a linear model even where ``q`` has negative entries.
+
+A negative entry, ``-lam * (w_i - 1)`` on the machine label of a reviewed item
+the machine got wrong, makes that item's loss unbounded below; with ``pi`` of
+0.005 it is -199, and a few such items steer a fit. ``clip`` bounds it: cut at
+``-clip``, or (``act_sklearn.models.neighbor_spread``, the models' default)
+taken instead from the unreviewed items nearest to the reviewed one with the
+same machine label, which the item stands for, so that no entry is negative.
+Both trade the exact loss's unbiasedness for a bounded loss.
 """
 
 import numpy as np

@@ -6,7 +6,7 @@ IMAGE_SIZE = (28, 28)
 
 
 def default_text_model():
-    """TF-IDF features and the ACT loss, with the default clip."""
+    """TF-IDF features and the ACT loss, with its default clip and neighbour spread."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.pipeline import make_pipeline
 
@@ -16,7 +16,7 @@ def default_text_model():
 
 
 def default_image_model():
-    """Grey pixels of the image files (28 x 28, scaled to [0, 1]) and the ACT loss, with the default clip.
+    """Grey pixels of the image files (28 x 28, scaled to [0, 1]) and the ACT loss with its defaults.
 
     A baseline that trains in seconds; for real image work, train a network
     (:class:`~act_sklearn.ACTNeuralNetClassifier`) on the run's labels in Python.
