@@ -2,12 +2,16 @@
 
 Same data (n=100,000, 300 features, 10 classes), same objective, same solver
 settings (lbfgs, tol=1e-4, max_iter=100), timed in one process, best of
-``--repeats``. Two cases:
+``--repeats``. Three cases:
 
 * ordinary labels: both fit ``(X, y)``;
-* the ACT design (sigmoid rule, explore=0.1, 20% budget, power=1): ours fits the
-  ACT loss directly; scikit-learn fits the equivalent two-rows-per-reviewed-item
-  expansion with signed sample weights (the same objective, on more rows).
+* the ACT design (sigmoid rule, explore=0.1, 20% budget, power=1), exact loss
+  (``clip=None``): ours fits the ACT loss directly; scikit-learn fits the
+  equivalent two-rows-per-reviewed-item expansion with signed sample weights (the
+  same objective, on more rows);
+* the same design with the default loss, whose negative weights are spread onto
+  neighbours: ours includes the neighbour search, against the same scikit-learn
+  fit (another objective, so no coefficient comparison).
 
 Target: ACTLogisticRegression at most 1.5 times as slow as scikit-learn.
 
@@ -75,7 +79,14 @@ def main():
             lambda: ACTLogisticRegression().fit(X, y),
             lambda: LogisticRegression().fit(X, y),
         ),
-        "ACT design (sigmoid, explore=0.1, 20%)": (
+        # the exact loss: the same objective as the signed-weight expansion, so the same path
+        "ACT design (sigmoid, explore=0.1, 20%), exact loss": (
+            lambda: ACTLogisticRegression(clip=None).fit(X, human, machine_labels=machine, act_weight=weights),
+            lambda: LogisticRegression().fit(X_rows, row_labels, sample_weight=row_weights),
+        ),
+        # the default loss moves the negative weights onto neighbours: another objective (coef diff
+        # not comparable), timed with its neighbour search against the same scikit-learn fit
+        "ACT design, default loss (spread to neighbours)": (
             lambda: ACTLogisticRegression().fit(X, human, machine_labels=machine, act_weight=weights),
             lambda: LogisticRegression().fit(X_rows, row_labels, sample_weight=row_weights),
         ),
@@ -90,10 +101,10 @@ def main():
         theirs_time, theirs = best_time(theirs_fit, args.repeats)
         ratio = ours_time / theirs_time
         ratios.append(ratio)
-        diff = np.abs(ours.coef_ - theirs.coef_).max()
+        diff = "–" if "default loss" in name else f"{np.abs(ours.coef_ - theirs.coef_).max():.1e}"
         print(
             f"| {name} | {ours_time:.2f} | {theirs_time:.2f} | {ratio:.2f} | "
-            f"{ours.n_iter_[0]}/{theirs.n_iter_[0]} | {diff:.1e} |"
+            f"{ours.n_iter_[0]}/{theirs.n_iter_[0]} | {diff} |"
         )
     met = all(ratio <= TARGET_RATIO for ratio in ratios)
     print(f"\nTarget (ratio <= {TARGET_RATIO}): {'met' if met else 'NOT met'} "

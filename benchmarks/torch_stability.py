@@ -15,7 +15,8 @@ blocks) trained with Adam through ``ACTNeuralNetClassifier``.
 
 For every budget from 5% to 40%, every sampling rule (threshold, normalize,
 sigmoid) is run with explore 0 and 0.1 and with the exact ACT loss and
-``clip=1``, over several seeds (the seed draws the review sample and the network's
+``clip=1`` (``--clips``; a clip spreads the negative weights onto neighbours, the
+default, or with ``--cut`` cuts them), over several seeds (the seed draws the review sample and the network's
 initialisation), against the same network trained on all gold labels (full
 human) and on the machine labels alone (full machine) with the same seeds.
 """
@@ -73,6 +74,7 @@ def make_net(args, clip=None, epochs=None, callbacks=None):
     return ACTNeuralNetClassifier(
         MODULES[args.module],
         clip=clip,
+        spread_to_neighbors=not args.cut,
         callbacks=callbacks,
         optimizer=torch.optim.Adam,
         lr=args.lr,
@@ -186,7 +188,8 @@ def report(runs, args, budgets, task_note, command, wall):
         f"- {task_note}",
         f"- downstream: `{MODULES[args.module].__name__}` through ACTNeuralNetClassifier, "
         f"Adam lr={args.lr:g}, {args.epochs} epochs, batch {args.batch_size}, no validation "
-        f"split; seeds {list(args.seeds)} (review draw and network initialisation); power 1",
+        f"split; seeds {list(args.seeds)} (review draw and network initialisation); power 1; a clip "
+        f"{'cuts the negative weights' if args.cut else 'spreads the negative weights onto neighbours'}",
         f"- references (test accuracy, mean ± std over seeds): full human **{human.mean():.2%} "
         f"± {human.std():.2%}**, full machine **{machine.mean():.2%} ± {machine.std():.2%}**",
         "",
@@ -268,6 +271,8 @@ def main(argv=None):
     parser.add_argument("--output", metavar="FILE.md", help="also write the report here")
     parser.add_argument("--clips", type=lambda v: None if v == "none" else float(v), nargs="+", default=list(CLIPS),
                         help="clips of the sweep ('none': the exact loss; default: none 1)")
+    parser.add_argument("--cut", action="store_true",
+                        help="cut the negative weights at -clip instead of spreading them onto neighbours")
     parser.add_argument("--skip-collapse", action="store_true", help="leave out the 40-epoch collapse runs")
     args = parser.parse_args(argv)
     command = "python benchmarks/torch_stability.py" + "".join(
