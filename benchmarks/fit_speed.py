@@ -20,6 +20,7 @@ Reproduce with: python benchmarks/fit_speed.py
 
 import argparse
 import platform
+import sys
 import time
 import warnings
 
@@ -28,7 +29,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
 from act_sklearn import ACTLogisticRegression, ACTSampler
-from act_sklearn.stats import act_coefficients, act_weights
+from act_sklearn.models.neighbor_spread import spread_to_neighbors
+from act_sklearn.stats import act_coefficients, act_soft_targets, act_weights
 
 TARGET_RATIO = 1.5
 
@@ -54,6 +56,27 @@ def best_time(fit, repeats):
     return min(times), model
 
 
+def _design(n_samples, args):
+    X, y, machine, error_proba = make_data(n_samples, args.n_features, args.n_classes, args.seed)
+    sampler = ACTSampler(budget=0.2, rule="sigmoid", explore=0.1, random_state=args.seed).fit(error_proba)
+    return X, y, machine, sampler
+
+
+def spread_scaling(args):
+    """Seconds of the neighbour spread alone (the default loss's extra work) over pool sizes."""
+    print(f"# Neighbour spread alone: sigmoid, explore=0.1, 20%; {args.n_features} features, best of {args.repeats}\n")
+    print("| items | reviewed items with a negative weight | seconds |")
+    print("|---:|---:|---:|")
+    for n_samples in args.spread_scaling:
+        X, y, machine, sampler = _design(n_samples, args)
+        weights = act_weights(sampler.reviewed_, sampler.inclusion_proba_)
+        exact = act_soft_targets(machine, np.where(sampler.reviewed_, y, 0), weights, args.n_classes)
+        n_negative = int(np.sum(exact[np.arange(n_samples), machine] < 0))
+        seconds, _ = best_time(lambda: spread_to_neighbors(exact.copy(), machine, weights, X, 0.5), args.repeats)
+        print(f"| {n_samples:,} | {n_negative:,} | {seconds:.2f} |")
+    print("\nReproduce: python benchmarks/fit_speed.py " + " ".join(sys.argv[1:]))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n-samples", type=int, default=100_000)
@@ -61,11 +84,14 @@ def main():
     parser.add_argument("--n-classes", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--spread-scaling", type=int, nargs="+", metavar="N",
+                        help="instead: time the default loss's neighbour spread alone at these pool sizes")
     args = parser.parse_args()
+    if args.spread_scaling:
+        return spread_scaling(args)
     warnings.simplefilter("ignore", ConvergenceWarning)  # both stop at max_iter alike
 
-    X, y, machine, error_proba = make_data(args.n_samples, args.n_features, args.n_classes, args.seed)
-    sampler = ACTSampler(budget=0.2, rule="sigmoid", explore=0.1, random_state=args.seed).fit(error_proba)
+    X, y, machine, sampler = _design(args.n_samples, args)
     weights = act_weights(sampler.reviewed_, sampler.inclusion_proba_)
     human = np.where(sampler.reviewed_, y, -1)
     machine_coef, human_coef = act_coefficients(weights, power=1.0)
