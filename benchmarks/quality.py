@@ -52,6 +52,7 @@ from sklearn.utils import Bunch
 
 from act_sklearn import ACTSampler
 from act_sklearn.stats import act_weights, annotation_quality_gain, budget_efficiency, criticizer_auroc
+from act_sklearn.stats.sampling import DEFAULT_EXPLORE
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 from act_fashion_mnist import (  # noqa: E402  (shared set-up, see the module docstring)
@@ -64,7 +65,7 @@ from act_fashion_mnist import (  # noqa: E402  (shared set-up, see the module do
 
 BUDGETS = (0.05, 0.10, 0.15, 0.20, 0.30, 0.40)  # plus the annotator's error rate
 RULES = ("threshold", "normalize", "sigmoid", "sqrt")
-EXPLORE = 0.1  # explore > 0 variant of every rule
+EXPLORE = DEFAULT_EXPLORE  # explore > 0 variant of every rule (--explore)
 ROUNDS = (2, 4)  # review in rounds: threshold, explore EXPLORE, same total budget
 SENSITIVITY_EXPLORE = 0.2  # extra runs at the error-rate budget
 LOSSES = {  # name: (power, clip, spread_to_neighbors)
@@ -275,7 +276,9 @@ def task_report(result, seeds):
 def targets_report(results):
     power, clip, _ = LOSSES[DEFAULT_LOSS]
     lines = ["## Targets", "", f"The default loss is **{DEFAULT_LOSS}** (power {power:g}, clip {clip:g}, spread to "
-             f"neighbours); the default rule is threshold with explore {EXPLORE:g}.", ""]
+             f"neighbours); the default rule is threshold with explore {DEFAULT_EXPLORE:g}"
+             + ("." if EXPLORE == DEFAULT_EXPLORE else f"; this run's explore is {EXPLORE:g}, so 'the default "
+                f"rule' below means threshold with explore {EXPLORE:g}."), ""]
     losses = list(results[0]["runs"][0]["accuracy"])
     for loss in losses:
         below, below_default_rule = [], 0
@@ -394,6 +397,12 @@ TASKS = {
 }
 
 
+def set_explore(explore):
+    """The explore > 0 variant of this run (the jobs are built here, so workers need not know it)."""
+    global EXPLORE
+    EXPLORE = explore
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="Fashion-MNIST pool of 5000 items, one seed")
@@ -403,7 +412,10 @@ def main(argv=None):
     parser.add_argument("--output", metavar="FILE.md", help="also write the report here")
     parser.add_argument("--n-jobs", type=int, default=2, help="parallel fits (default 2)")
     parser.add_argument("--pool-size", type=int, default=None, help="Fashion-MNIST pool size (default 59000)")
+    parser.add_argument("--explore", type=float, default=EXPLORE,
+                        help=f"explore of every rule's explore > 0 variant and of the rounds (default {EXPLORE:g})")
     args = parser.parse_args(argv)
+    set_explore(args.explore)
     command = "python benchmarks/quality.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
     start = time.perf_counter()
     seeds = SEEDS[: args.seeds or (1 if args.quick else len(SEEDS))]

@@ -6,7 +6,7 @@ Run it with::
     python benchmarks/rounds.py --tasks digits --seeds 10
 
 The tasks, machine labels and criticizers are those of ``benchmarks/quality.py``.
-Each review draw (a seed) runs ``ACTSampler(rule="threshold", explore=0.1)`` in
+Each review draw (a seed) runs ``ACTSampler(rule="threshold")`` (the default explore) in
 one round and in R rounds at the same total budget, the gold labels answering
 each round; budget efficiency is the share of the attainable errors found
 (``act_sklearn.stats.budget_efficiency``). Efficiency needs no downstream fit,
@@ -36,11 +36,12 @@ import quality  # noqa: E402  (the tasks)
 from act_sklearn import ACTSampler  # noqa: E402
 from act_sklearn.stats import budget_efficiency  # noqa: E402
 from act_sklearn.stats.recalibration import MAX_WEIGHT  # noqa: E402
+from act_sklearn.stats.sampling import DEFAULT_EXPLORE  # noqa: E402
 
 RESULTS = HERE / "results" / "rounds.md"
 BUDGETS = (0.05, 0.10, 0.15, 0.20, 0.30, 0.40)
 ROUNDS = (2, 4)
-EXPLORE = 0.1
+EXPLORE = DEFAULT_EXPLORE
 
 
 def efficiency(task, budget, rounds, seed):
