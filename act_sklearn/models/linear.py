@@ -72,8 +72,8 @@ class ACTLogisticRegression(LinearClassifierMixin, ClassifierMixin, BaseEstimato
         weight) from each; without, it is cut at ``-clip`` (the default loss
         before; on digits the cut at -0.5 left 5 of 70 configurations with a
         seed below machine-label training, the cut at -1 14 and the spread 1,
-        in ``benchmarks/quality.py``). 0 drops the
-        negative part (a non-negative weighted cross-entropy, the most bias).
+        in ``benchmarks/quality.py``). 0 drops the negative part (a
+        non-negative weighted cross-entropy, the most bias).
         None is the exact, unbiased ACT loss (with ``power=1``, the ACT paper's
         loss): opt in knowing it can do worse than ignoring the humans. No
         effect on ordinary labels or where every reviewed item had ``pi = 1``.
@@ -83,13 +83,13 @@ class ACTLogisticRegression(LinearClassifierMixin, ClassifierMixin, BaseEstimato
         in ``X``) that share its machine label, nearest first
         (:func:`act_sklearn.models.neighbor_spread.spread_to_neighbors`): the
         item stands for about ``w - 1`` such items whose machine label is wrong
-        too. Every
-        target weight stays non-negative. In ``benchmarks/quality.py`` it beat
-        the plain cut in mean test accuracy on every task, by 0.13 (Fashion-MNIST)
-        to 1.0 points (digits; the README's quality section has the figures); the
-        neighbour search costs one nearest-neighbour query per reviewed item with
-        a wrong machine label (``benchmarks/fit_speed.py``: 1.3 s for 13,544
-        queries on 100,000 x 300). False cuts at ``-clip``.
+        too. Every target weight stays non-negative. In
+        ``benchmarks/quality.py`` it beat the plain cut in mean test accuracy on
+        every task, by 0.13 (Fashion-MNIST) to 1.0 points (digits; the README's
+        quality section has the figures); the neighbour search costs one
+        nearest-neighbour query per reviewed item with a wrong machine label
+        (``benchmarks/fit_speed.py``: 1.3 s for 13,544 queries on 100,000 x
+        300). False cuts at ``-clip``.
     compute_intervals : bool, default=False
         ACT design only: form the covariance of the parameters at fit, for
         :meth:`coef_ci`, :meth:`predict_proba_ci` and :meth:`confidence_interval`

@@ -106,8 +106,7 @@ class ACTNeuralNetClassifier(NeuralNetClassifier):
         0.5, the linear model's (``benchmarks/quality.py``: on the digits MLP the
         cut at -0.5 left 12 of 70 configurations with a seed below machine-label
         training where -1 left 18, and the spread below 3). None (the exact loss)
-        is opt-in. No effect on ordinary labels
-        or where every ``pi`` is 0 or 1.
+        is opt-in. No effect on ordinary labels or where every ``pi`` is 0 or 1.
     spread_to_neighbors : bool, default=True
         With a ``clip``: take each negative machine-label weight from the
         unreviewed items nearest to the reviewed item (Euclidean, in ``X``
@@ -115,10 +114,9 @@ class ACTNeuralNetClassifier(NeuralNetClassifier):
         ``clip * power`` from each, instead of cutting it at ``-clip``
         (:func:`act_sklearn.models.neighbor_spread.spread_to_neighbors`; every
         target weight then stays non-negative), as ``ACTLogisticRegression``
-        does. On the
-        digits MLP it raised the mean test accuracy over the cut from 89.54% to
-        90.65% (``benchmarks/quality.py``). Needs ``X`` as an array or tensor;
-        other inputs (dicts, datasets) get the cut.
+        does. On the digits MLP it raised the mean test accuracy over the cut
+        from 89.54% to 90.65% (``benchmarks/quality.py``). Needs ``X`` as an
+        array or tensor; other inputs (dicts, datasets) get the cut.
     criterion : torch criterion class, default=ACTCrossEntropyLoss
     train_split : callable or None, default=ValidSplit(5, stratified=True)
         skorch's validation split (stratified on the final labels under the ACT
