@@ -10,7 +10,7 @@ from .classifier import ACTClassifier
 from .criticizer import ClassifierCriticizer, CriticizerEnsemble, MLLMCriticizer
 from .llm import Item, LLMBackend, ServerWarning, UsageLedger
 from .models.linear import ACTLogisticRegression
-from .sampler import ACTSampler
+from .sampler import ACTSampler, FewExploredReviewsWarning
 from .stats.inference import LabelAccuracyEstimate
 from .offline import ZeroShotAnnotator, ZeroShotCriticizer
 
@@ -23,6 +23,7 @@ __all__ = [
     "ACTSampler",
     "ClassifierCriticizer",
     "CriticizerEnsemble",
+    "FewExploredReviewsWarning",
     "Item",
     "LLMBackend",
     "LLMBatchError",

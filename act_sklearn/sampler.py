@@ -1,15 +1,42 @@
 """ACTSampler: choose which machine labels humans review, within a budget."""
 
 import numbers
+import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 
 from ._sklearn_compat import Interval, StrOptions, _fit_context
+from .stats.inference import TINY_REVIEWS
 from .stats.recalibration import recalibrate_error_proba
 from .stats.sampling import DEFAULT_EXPLORE, SAMPLING_DESIGNS, SAMPLING_RULES, check_error_proba
 from .stats.sampling import draw_round, resolve_budget, round_budgets, round_random_state
+
+
+class FewExploredReviewsWarning(UserWarning):
+    """Too little of the budget explores for the accuracy interval to keep its level."""
+
+
+def warn_if_few_explored_reviews(explore, budget):
+    """Warn when ``explore * budget`` is under TINY_REVIEWS reviews (but explore is on).
+
+    The items a rule passes over are known only from the explored reviews;
+    with fewer than TINY_REVIEWS of them no interval on their errors can cover
+    at its level (:mod:`act_sklearn.stats.inference`): it errs wide.
+    """
+    explored = explore * budget
+    if 0 < explored < TINY_REVIEWS:
+        at_least = f"the budget to at least {int(np.ceil(TINY_REVIEWS / explore))}"
+        fix = (f"raise explore to at least {TINY_REVIEWS / budget:.2f} or {at_least}"
+               if TINY_REVIEWS < budget else f"raise {at_least}")
+        warnings.warn(
+            f"explore={explore} spends about {explored:.1f} of the {budget} reviews on the uniform draw; with "
+            f"fewer than {TINY_REVIEWS} explored reviews the interval of the final labels' accuracy cannot cover "
+            f"at its level and comes out wide (it is marked approximate): {fix}.",
+            FewExploredReviewsWarning,
+            stacklevel=4,  # from ACTSampler.fit: its caller, past sklearn's fit wrapper
+        )
 
 
 class ACTSampler(BaseEstimator):
@@ -52,7 +79,10 @@ class ACTSampler(BaseEstimator):
         points of full-human training against 1.43; in ``benchmarks/coverage.py``
         every explore-0.3 cell covered within [86%, 94%], with intervals a third
         narrower than at 0.1. The explored items get weights ``1 / pi`` in the
-        tens, which the models' default loss keeps from steering a fit.
+        tens, which the models' default loss keeps from steering a fit. Fit
+        warns (:class:`FewExploredReviewsWarning`) when ``explore * budget`` is
+        under 3 reviews: the items the rule passes over are then known from too
+        few reviews for the interval to keep its level.
     design : {"fixed", "bernoulli"}, default="fixed"
         ``fixed`` reviews exactly the budget (when the rule can use it all) with
         exact inclusion probabilities; ``bernoulli`` draws items independently
@@ -194,6 +224,7 @@ class ACTSampler(BaseEstimator):
         rng = check_random_state(self.random_state)
         self.budget_ = resolve_budget(self.budget, error_proba.size)
         self.round_budgets_ = round_budgets(self.budget_, self.rounds)
+        warn_if_few_explored_reviews(self.explore, self.budget_)
         rule = dict(rule=self.rule, threshold=self.threshold, beta=self.beta, explore=self.explore)
         if must_review is not None:
             must_review = np.asarray(must_review, dtype=bool)

@@ -547,7 +547,10 @@ def test_select_in_rounds_through_the_command(items_file, tmp_path, capsys):
     assert exited.value.code == EXIT_BAD_INPUT and "at least 1" in capsys.readouterr().err
 
     assert main([*select, "--budget", "9", "--rounds", "3", "--explore", "0.3", "--seed", "2"]) == EXIT_OK
-    output = capsys.readouterr().out
+    output, error = capsys.readouterr()
+    # 0.3 of 9 reviews leaves under 3 explored ones: the command says so before anyone reviews
+    assert "act-sklearn select: warning: explore=0.3 spends about 2.7 of the 9 reviews" in error
+    assert "raise explore to at least 0.33 or the budget to at least 10" in error
     assert "selected 3 items for review in round 1 of 3" in output and "--round` draws round 2" in output
     # before the first round's answers are in: exit 2, how many wait, and the command that imports them
     assert main([*select, "--round"]) == EXIT_BAD_INPUT

@@ -229,6 +229,23 @@ def test_one_or_two_reviews_cover_at_least_the_level_at_every_error_share(n_revi
         assert coverage >= 0.9, (p, coverage)
 
 
+def test_the_band_is_out_of_reach_where_no_run_of_counts_has_its_probability():
+    # with one review, an interval holds p after no error, after one, or both: coverage 1 - p, p or 1, so
+    # [86%, 94%] is in reach only for p in [0.06, 0.14] or [0.86, 0.94]; the benchmark's check agrees, and the
+    # docstring's figures (84% of shares up to 0.5 for one review, 17% for ten, all below 0.16) are its own
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from coverage import attainable_table, band_attainable
+
+    for p in np.arange(0.005, 1, 0.01):  # off the band's edges
+        assert band_attainable(1, p) == (0.06 < p < 0.14 or 0.86 < p < 0.94), p
+    rows = {int(row.split("|")[1]): row.split("|")[2:4] for row in attainable_table().splitlines()[2:]}
+    assert rows[1][0].strip() == "84%" and rows[10][0].strip() == "17%" and float(rows[10][1]) < 0.16
+    assert rows[100][0].strip() == "1%" and float(rows[100][1]) < 0.02  # about 1.4 errors expected, at most
+
+
 def test_yates_half_shrinks_with_the_tiny_strata_share_of_the_variance():
     # one review of 150 items beside 200 reviews of 2,000 that found 100 errors: the two strata carry about
     # equal variance, so the one-review stratum's count takes its share of the half, not all of it

@@ -6,12 +6,13 @@ properties on valid input.
 """
 
 import pickle
+import warnings
 
 import numpy as np
 import pytest
 from sklearn.base import clone
 
-from act_sklearn import ACTSampler
+from act_sklearn import ACTSampler, FewExploredReviewsWarning
 
 ERROR_PROBA = np.random.default_rng(0).random(50)
 
@@ -42,3 +43,18 @@ def test_sampler_accepts_a_column_and_rejects_a_matrix():
     np.testing.assert_array_equal(column.reviewed_, ACTSampler(budget=5, random_state=0).fit(ERROR_PROBA).reviewed_)
     with pytest.raises(ValueError, match="one probability per item"):
         ACTSampler().fit(np.ones((10, 2)) / 2)
+
+
+def test_sampler_warns_when_too_few_reviews_explore_and_names_the_fix():
+    error_proba = np.random.default_rng(1).random(500)
+    with pytest.warns(FewExploredReviewsWarning, match=r"explore=0.05 spends about 1.2 of the 25 reviews.*"
+                                         r"raise explore to at least 0.12 or the budget to at least 60"):
+        ACTSampler(budget=25, explore=0.05, random_state=0).fit(error_proba)
+    with pytest.warns(FewExploredReviewsWarning, match=r"about 0.6 of the 2 reviews.*raise the budget to at least 10\."):
+        ACTSampler(budget=2, random_state=0).fit(error_proba)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # enough explored reviews, or none asked for: no warning
+        ACTSampler(budget=25, explore=0.2, random_state=0).fit(error_proba)
+        ACTSampler(budget=25, explore=0, random_state=0).fit(error_proba)
+        ACTSampler(budget=100, rounds=4, explore=0.3, random_state=0).fit(
+            error_proba, np.zeros(500, int), machine_labels=np.zeros(500, int))

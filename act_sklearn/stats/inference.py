@@ -92,6 +92,19 @@ recheck, none below and all marked approximate (94.1-99.8%); without them 23
 stayed outside, 3 below (85.1-85.9%). The estimate says so (``approximate``)
 instead of implying precision it does not have.
 
+The band itself is out of reach there. An interval whose ends rise with the
+errors found holds a share p after a run of counts, so with ``k`` reviews its
+coverage at p is the binomial(k, p) probability of such a run; no run has a
+probability in [86%, 94%] at 84% of the shares in (0, 0.5] for one review, 35%
+for five, 17% for ten (all below 0.16) and 8% for twenty: those shares leave a
+choice between over- and under-covering, and this interval over-covers. In 24
+of the 28 cells the widest stratum's median reviews and error share are such a
+case (``benchmarks/coverage.py``, ``band_attainable``). Only a randomized
+interval (a different interval for the same counts) could do better, and
+none is offered. :class:`~act_sklearn.ACTSampler` warns
+(``FewExploredReviewsWarning``) when ``explore`` leaves fewer than
+:data:`TINY_REVIEWS` explored reviews, before anyone reviews.
+
 A stratum with no review at all leaves its items' errors unknown: they widen
 the upper bound by their count. With some ``pi_i = 0`` (no exploration) the
 errors that could never be reviewed are not estimable and only the errors
@@ -224,23 +237,7 @@ def estimate_label_accuracy(
         )
 
     strata = inclusion_strata(inclusion_proba)
-    unknown = 0  # items of strata without a review
-    found_in, effective_size, stratum_size, fraction = [], [], [], []
-    for label in range(strata.max() + 1):
-        members = strata == label
-        sampled = members & reviewed
-        if not sampled.any():
-            unknown += int(members.sum())
-            continue
-        w = weights[sampled]
-        effective = w.sum() ** 2 / (w**2).sum()
-        found_in.append((w * is_error[sampled]).sum() / w.sum() * effective)
-        effective_size.append(effective)
-        stratum_size.append(int(members.sum()))
-        fraction.append(sampled.sum() / members.sum())
-    found_in, effective_size, stratum_size, fraction = map(
-        np.asarray, (found_in, effective_size, stratum_size, fraction)
-    )
+    _, found_in, effective_size, stratum_size, fraction, unknown = review_strata(strata, reviewed, weights, is_error)
     errors_in_strata = float(stratum_size @ (found_in / effective_size)) if found_in.size else 0.0
     errors_in_uncertain = errors_found - int(is_error[strata < 0].sum())
     errors_remaining = max(errors_in_strata - errors_in_uncertain, 0.0)
@@ -259,6 +256,32 @@ def estimate_label_accuracy(
         errors_remaining, n_samples, n_reviewed, True,
         approximate=bool(unknown) or few_outcomes,
     )
+
+
+def review_strata(strata, reviewed, weights, is_error):
+    """What each stratum's reviews show: the strata with a review, and the items of those without.
+
+    Returns ``(labels, found, reviews, stratum_size, fraction, unknown)``: for
+    each stratum with a review (``labels``), the weighted errors found in
+    Kish's effective reviews, the effective reviews, its items and its
+    sampling fraction; ``unknown`` counts the items of strata without a review.
+    """
+    labels, found, reviews, stratum_size, fraction = [], [], [], [], []
+    unknown = 0
+    for label in range(strata.max() + 1):
+        members = strata == label
+        sampled = members & reviewed
+        if not sampled.any():
+            unknown += int(members.sum())
+            continue
+        w = weights[sampled]
+        effective = w.sum() ** 2 / (w**2).sum()
+        labels.append(label)
+        found.append((w * is_error[sampled]).sum() / w.sum() * effective)
+        reviews.append(effective)
+        stratum_size.append(int(members.sum()))
+        fraction.append(sampled.sum() / members.sum())
+    return (*map(np.asarray, (labels, found, reviews, stratum_size, fraction)), unknown)
 
 
 def _widest_stratum(found, size, stratum_size, fraction):

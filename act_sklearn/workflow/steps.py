@@ -8,6 +8,7 @@ stale, is in :mod:`.run_folder`.
 """
 
 import functools
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from ..review import (
     write_label_studio_tasks,
     write_review_sheet,
 )
-from ..sampler import ACTSampler
+from ..sampler import ACTSampler, FewExploredReviewsWarning, warn_if_few_explored_reviews
 from ..stats.recalibration import recalibrate_error_proba
 from ..stats.sampling import DEFAULT_EXPLORE, draw_round, resolve_budget, round_budgets, round_random_state
 from .run_folder import MODEL, ORACLE_REVIEW, RunFolderError
@@ -178,7 +179,10 @@ def select(run, *, budget, rule="threshold", explore=DEFAULT_EXPLORE, random_sta
     error_proba = run.error_proba()
     shares = round_budgets(resolve_budget(budget, error_proba.size), rounds)
     sampler = ACTSampler(budget=shares[0], rule=rule, explore=explore, random_state=random_state)
-    sampler.fit(error_proba, must_review=_must_review(run))
+    warn_if_few_explored_reviews(explore, int(sum(shares)))  # for the whole budget, not the first round's share
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FewExploredReviewsWarning)
+        sampler.fit(error_proba, must_review=_must_review(run))
     config = dict(budget=budget, rule=rule, explore=explore, random_state=random_state, rounds=rounds)
     if run.reviews():
         inclusion_proba, selected = run.selection()
