@@ -58,8 +58,8 @@ from scipy.special import expit, logit
 from scipy.stats import norm
 
 from act_sklearn.stats import draw_sample, estimate_label_accuracy, inclusion_probabilities
-from act_sklearn.stats.inference import FEW_OUTCOMES
-from act_sklearn.stats.sampling import SAMPLING_RULES
+from act_sklearn.stats.inference import FEW_OUTCOMES, _widest_stratum, review_strata
+from act_sklearn.stats.sampling import SAMPLING_RULES, inclusion_strata
 
 RESULTS = Path(__file__).resolve().parent / "results" / "coverage.md"
 RECHECK_RESULTS = RESULTS.with_name("coverage_recheck.md")
@@ -113,16 +113,58 @@ def interval_before(errors, reviewed, proba, z):
 # -- one cell ----------------------------------------------------------------------------------
 
 
-def cell(n, budget, rule, explore, calibration, reps, seed, before=True):
-    """(coverage, mean width) by estimator over ``reps`` repetitions, and the share of today's marked approximate.
+def band_attainable(reviews, share):
+    """Whether any interval on a binomial count can cover in ``TARGET`` with ``reviews`` trials at ``share``.
 
-    ``before=False``: today's estimator only.
+    An interval whose ends rise with the count holds ``share`` after a run of
+    counts ``a..b``, so its coverage is the binomial mass of that run; the band
+    is attainable only if some run's mass lies in it.
+    """
+    from scipy.stats import binom
+
+    trials = max(int(round(reviews)), 1)
+    cumulative = np.concatenate([[0.0], binom.cdf(np.arange(trials + 1), trials, share)])
+    runs = cumulative[None, :] - cumulative[:, None]
+    return bool(np.any((runs >= TARGET[0]) & (runs <= TARGET[1])))
+
+
+def attainable_table(reviews=(1, 2, 3, 5, 10, 20, 40, 100), shares=np.arange(1, 501) / 1000):
+    """Markdown: the error shares at which no interval on one binomial count can cover within the band."""
+    lines = ["| reviews | error shares in (0, 0.5] where the band is out of reach | largest such share |",
+             "|---:|---:|---:|"]
+    for count in reviews:
+        out_of_reach = [p for p in shares if not band_attainable(count, p)]
+        lines.append(f"| {count} | {len(out_of_reach) / len(shares):.0%} | "
+                     f"{max(out_of_reach) if out_of_reach else 0:.3f} |")
+    return "\n".join(lines)
+
+
+def widest_stratum(errors, reviewed, proba):
+    """(effective reviews, true error share) of the stratum that carries most of the interval's variance."""
+    strata = inclusion_strata(proba)
+    weights = np.divide(1.0, proba, out=np.zeros(proba.size), where=reviewed)
+    labels, found, reviews, size, fraction, _ = review_strata(strata, reviewed, weights, errors & reviewed)
+    if labels.size == 0:
+        return np.nan, np.nan
+    widest, _ = _widest_stratum(found, reviews, size, fraction)
+    return reviews[widest], errors[strata == labels[widest]].mean()
+
+
+def cell(n, budget, rule, explore, calibration, reps, seed, before=True):
+    """Coverage and mean width by estimator over ``reps`` repetitions, with what today's interval rests on.
+
+    Returns ``(coverage, width, approximate, (reviews, share))``: the share of
+    today's estimates marked approximate, and the median effective reviews and
+    median true error share of the stratum that carries most of its variance
+    (:func:`band_attainable` says whether one binomial count with those could
+    cover within the band at all). ``before=False``: today's estimator only.
     """
     rng = np.random.default_rng(seed)
     z = norm.ppf(0.5 + CONFIDENCE / 2)
     covered = {"before": 0, "now": 0}
     width = {"before": 0.0, "now": 0.0}
     approximate = 0
+    bottleneck = []
     for _ in range(reps):
         errors, e, _ = job(n, calibration, rng)
         proba = inclusion_probabilities(e, budget, rule=rule, explore=explore, random_state=rng.integers(2**31))
@@ -135,6 +177,7 @@ def cell(n, budget, rule, explore, calibration, reps, seed, before=True):
         covered["now"] += low - 1e-6 <= remaining <= high + 1e-6
         width["now"] += (high - low) / n
         approximate += estimate.approximate
+        bottleneck.append(widest_stratum(errors, reviewed, proba))
         if not before:
             continue
 
@@ -143,7 +186,9 @@ def cell(n, budget, rule, explore, calibration, reps, seed, before=True):
         low, high = interval_before(errors, reviewed, proba, z)
         covered["before"] += low - 1e-6 <= remaining <= high + 1e-6
         width["before"] += (high - low) / n
-    return {k: covered[k] / reps for k in covered}, {k: width[k] / reps for k in width}, approximate / reps
+    reviews, share = np.nanmedian(np.array(bottleneck, dtype=float), axis=0)
+    return ({k: covered[k] / reps for k in covered}, {k: width[k] / reps for k in width}, approximate / reps,
+            (float(reviews), float(share)))
 
 
 def main(argv=None):
@@ -174,8 +219,8 @@ def main(argv=None):
     rows = []
     grid = list(itertools.product(args.n, args.budgets, args.rules, args.explore, CALIBRATIONS))
     cells = measure([(*key, args.reps, index) for index, key in enumerate(grid)], args.jobs)
-    for (n, budget, rule, explore, calibration), (coverage, width, approximate) in zip(grid, cells):
-        rows.append((n, budget, rule, explore, calibration, coverage, width, approximate))
+    for (n, budget, rule, explore, calibration), (coverage, width, approximate, bottleneck) in zip(grid, cells):
+        rows.append((n, budget, rule, explore, calibration, coverage, width, approximate, bottleneck))
         print(f"{n:>6} {budget:>4} {rule:>9} {explore:>4} {calibration:>13} | before {coverage['before']:.3f} "
               f"({width['before']:.3f}) | now {coverage['now']:.3f} ({width['now']:.3f})", flush=True)
     flagged = [(r[:5], r[5]["now"]) for r in rows if not TARGET[0] <= r[5]["now"] <= TARGET[1]]
@@ -211,7 +256,7 @@ def flagged_cells(report_text):
     cells = []
     for line in report_text.splitlines():
         parts = [part.strip() for part in line.strip("|").split("|")]
-        if len(parts) in (9, 10) and parts[5].endswith("**"):
+        if len(parts) in (9, 10, 13) and parts[5].endswith("**"):
             n, budget, rule, explore, calibration = parts[:5]
             key = (int(n), float(budget.rstrip("%")) / 100, rule, float(explore), calibration)
             cells.append((key, float(parts[5].split("%")[0]) / 100))
@@ -222,8 +267,8 @@ def recheck(flagged, reps, jobs=1):
     """Today's coverage and width of each flagged cell, over ``reps`` fresh repetitions."""
     cells = measure([(*key, reps, RECHECK_SEED + index, False) for index, (key, _) in enumerate(flagged)], jobs)
     results = []
-    for (key, _), (coverage, width, approximate) in zip(flagged, cells):
-        results.append((coverage["now"], width["now"], approximate))
+    for (key, _), (coverage, width, approximate, bottleneck) in zip(flagged, cells):
+        results.append((coverage["now"], width["now"], approximate, bottleneck))
         print(f"recheck {key}: {coverage['now']:.3f} ({width['now']:.3f})", flush=True)
     return results
 
@@ -232,8 +277,10 @@ def recheck_report(flagged, rechecked, reps, command, seconds, source=None):
     """Markdown: the flagged cells measured again, and the verdict on the second measurement."""
     from scipy.stats import binom
 
-    still = [(key, first, again, approximate) for (key, first), (again, _, approximate) in zip(flagged, rechecked)
+    still = [(key, first, again, approximate, bottleneck)
+             for (key, first), (again, _, approximate, bottleneck) in zip(flagged, rechecked)
              if not TARGET[0] <= again <= TARGET[1]]
+    out_of_reach = [row for row in still if not band_attainable(*row[4])]
     chance = binom.cdf(round(TARGET[0] * reps) - 1, reps, CONFIDENCE) + binom.sf(round(TARGET[1] * reps), reps, CONFIDENCE)
     lines = [
         "# Coverage recheck: the flagged cells measured again",
@@ -244,19 +291,33 @@ def recheck_report(flagged, rechecked, reps, command, seconds, source=None):
         f"exactly 90% falls outside the band {chance:.2%} of the time at {reps} repetitions.",
         "",
         f"**Still outside after the recheck: {len(still)} of {len(flagged)}** "
-        f"({sum(again < TARGET[0] for _, _, again, _ in still)} below 86%, "
-        f"{sum(again > TARGET[1] for _, _, again, _ in still)} above 94%); "
-        f"{sum(approximate >= 0.5 for *_, approximate in still)} of them marked `approximate` in most runs.",
+        f"({sum(row[2] < TARGET[0] for row in still)} below 86%, "
+        f"{sum(row[2] > TARGET[1] for row in still)} above 94%); "
+        f"{sum(row[3] >= 0.5 for row in still)} of them marked `approximate` in most runs. "
+        f"In {len(out_of_reach)} of them the band is out of reach of any interval on one binomial count with the "
+        "median reviews and error share of the stratum that carries most of the variance (`band_attainable`; "
+        "the table below it).",
         "",
-        "| n | budget | rule | explore | criticizer | first run | recheck | width (points) | approximate |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| n | budget | rule | explore | criticizer | first run | recheck | width (points) | approximate "
+        "| widest stratum: reviews | its error share | band in reach |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for (key, first), (again, width, approximate) in zip(flagged, rechecked):
+    for (key, first), (again, width, approximate, (reviews, share)) in zip(flagged, rechecked):
         n, budget, rule, explore, calibration = key
         flag = "" if TARGET[0] <= again <= TARGET[1] else " **"
         lines.append(f"| {n} | {budget:.0%} | {rule} | {explore} | {calibration} | {first:.1%} | {again:.1%}{flag} "
-                     f"| {100 * width:.1f} | {approximate:.0%} |")
-    lines.append("")
+                     f"| {100 * width:.1f} | {approximate:.0%} | {reviews:.1f} | {share:.3f} "
+                     f"| {'yes' if band_attainable(reviews, share) else 'no'} |")
+    lines += [
+        "",
+        "Band in reach: an interval whose ends rise with the errors found holds the truth after a run of counts, "
+        "so with one binomial count its coverage is the probability of such a run. Where no run's probability "
+        "lies in [86%, 94%], no interval on that count covers within the band (a randomized one could). Error "
+        "shares out of reach, by reviews:",
+        "",
+        attainable_table(),
+        "",
+    ]
     if seconds is not None:
         lines += [f"Machine: {os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}; "
                   f"{seconds / 60:.1f} min.", "", "Reproduce with:", "", "```", command, "```", ""]
@@ -306,14 +367,15 @@ def report(rows, args, command, seconds):
         "## Every cell",
         "",
         "| n | budget | rule | explore | criticizer | coverage now | width now | coverage before | width before "
-        "| approximate |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| approximate | widest stratum: reviews | its error share | band in reach |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for n, budget, rule, explore, calibration, coverage, width, approximate in rows:
+    for n, budget, rule, explore, calibration, coverage, width, approximate, (reviews, share) in rows:
         flag = "" if TARGET[0] <= coverage["now"] <= TARGET[1] else " **"
         lines.append(
             f"| {n} | {budget:.0%} | {rule} | {explore} | {calibration} | {coverage['now']:.1%}{flag} "
-            f"| {100 * width['now']:.1f} | {coverage['before']:.1%} | {100 * width['before']:.1f} | {approximate:.0%} |"
+            f"| {100 * width['now']:.1f} | {coverage['before']:.1%} | {100 * width['before']:.1f} | {approximate:.0%} "
+            f"| {reviews:.1f} | {share:.3f} | {'yes' if band_attainable(reviews, share) else 'no'} |"
         )
     lines += [
         "",
