@@ -273,24 +273,28 @@ def targets_report(results):
                 f"rule' below means threshold with explore {EXPLORE:g}."), ""]
     losses = list(results[0]["runs"][0]["accuracy"])
     for loss in losses:
-        below, below_default_rule = [], 0
+        below, below_default, below_in_rounds = [], 0, 0
         for r in results:
             for budget in r["budgets"]:
                 for rule, explore, rounds in methods():
                     accuracy = _accuracies(_select(r, budget, rule, explore, rounds), loss)
                     if accuracy.min() < r["machine"]:
-                        below_default_rule += rule == "threshold" and explore == EXPLORE
+                        default_rule = rule == "threshold" and explore == EXPLORE
+                        below_default += default_rule and rounds == 1
+                        below_in_rounds += default_rule and rounds > 1
                         below.append(
                             f"{r['task'].name} {budget:.0%} {_method_name(rule, explore, rounds)}: "
                             f"mean {accuracy.mean():.2%}, worst {accuracy.min():.2%} vs {r['machine']:.2%}"
                         )
         n_configs = sum(len(r["budgets"]) * len(methods()) for r in results)
-        n_default_rule = sum(len(r["budgets"]) * (1 + len(ROUNDS)) for r in results)
-        verdict = "MET" if not below else "NOT MET"
+        n_default = sum(len(r["budgets"]) for r in results)
+        # the target (issue #12) is on the default settings; every other method is reported beside it
         lines.append(
-            f"- loss **{loss}**: {len(below)} of {n_configs} (task, budget, method) configurations have a seed "
-            f"below full-machine training -> **{verdict}**; with the default rule (threshold, explore "
-            f"{EXPLORE:g}, in 1, 2 or 4 rounds): {below_default_rule} of {n_default_rule}."
+            f"- loss **{loss}**, default rule (threshold, explore {EXPLORE:g}, one round): {below_default} of "
+            f"{n_default} (task, budget) configurations have a seed below full-machine training -> "
+            f"**{'MET' if not below_default else 'NOT MET'}**. In 2 or 4 rounds: {below_in_rounds} of "
+            f"{n_default * len(ROUNDS)}. Over every method: {len(below)} of {n_configs}"
+            + (":" if below else ".")
         )
         lines += [f"    - {line}" for line in below[:12]]
         if len(below) > 12:
@@ -304,13 +308,14 @@ def targets_report(results):
                 for rule in RULES
                 for ex in (0.0, EXPLORE)
             ]
-            gap, rule, ex = min(gaps)
+            default_gap = next(g for g, rl, e in gaps if rl == "threshold" and e == EXPLORE)
+            best_gap, rule, ex = min(gaps)
             lines.append(
-                f"- Fashion-MNIST at the error-rate budget ({fashion['error_budget']:.0%}), loss {loss}: best "
-                f"{_method_name(rule, ex)}, gap to full human {100 * gap:.2f} points (target <= 1.00) -> "
-                f"**{'MET' if gap <= 0.01 else 'NOT MET'}**; explore={EXPLORE:g} rules: "
+                f"- Fashion-MNIST at the error-rate budget ({fashion['error_budget']:.0%}), loss {loss}, default "
+                f"rule (threshold, explore {EXPLORE:g}): gap to full human {100 * default_gap:.2f} points (target "
+                f"<= 1.00) -> **{'MET' if default_gap <= 0.01 else 'NOT MET'}**. Best method: "
+                f"{_method_name(rule, ex)}, {100 * best_gap:.2f}; explore={EXPLORE:g} rules: "
                 + ", ".join(f"{rl} {100 * g:.2f}" for g, rl, e in gaps if e > 0)
-                + " (threshold is the default rule)"
             )
     lines.append("")
     for r in results:

@@ -10,7 +10,7 @@ it lives beside the models and not in ``act_sklearn.stats``.
 """
 
 import numpy as np
-from sklearn.neighbors import NearestNeighbors
+from scipy import sparse
 
 from ..stats.loss import act_soft_targets
 
@@ -31,7 +31,7 @@ def act_targets(machine_codes, human_codes, weights, n_classes, power=1.0, clip=
 
 
 NEIGHBOR_SLACK = 3  # candidate neighbours per unit of weight to place: room left by earlier items
-NEIGHBOR_CHUNK = 10_000_000  # most candidate (item, neighbour) pairs held at once
+NEIGHBOR_CHUNK = 10_000_000  # most (item, donor) distances held at once
 
 
 def spread_to_neighbors(targets, machine_codes, weights, features, room):
@@ -80,14 +80,55 @@ def spread_to_neighbors(targets, machine_codes, weights, features, room):
                 continue
             most = -machine_weight[takers].min()  # the largest weight one item has to place
             n_neighbors = int(min(donors.size, NEIGHBOR_SLACK * np.ceil(most / room)))
-            search = NearestNeighbors(n_neighbors=n_neighbors).fit(features[donors])
-            chunk = max(1, NEIGHBOR_CHUNK // n_neighbors)
+            search = NearestRows(features[donors])
+            chunk = max(1, NEIGHBOR_CHUNK // donors.size)
             for start in range(0, takers.size, chunk):
                 batch = takers[start:start + chunk]
-                nearest = donors[search.kneighbors(features[batch], return_distance=False)]
+                nearest = donors[search.query(features[batch], n_neighbors)]
                 for mass, candidates in zip(-machine_weight[batch], nearest):
                     free = capacity[candidates]
                     taken = np.clip(mass - (np.cumsum(free) - free), 0.0, free)  # nearest first
                     capacity[candidates] -= taken
     targets[unreviewed, machine_codes[unreviewed]] -= room - capacity[unreviewed]
     return targets
+
+
+
+class NearestRows:
+    """The nearest rows of a feature matrix (Euclidean) to any query: ``NearestRows(rows).query(queries, k)``.
+
+    Half squared distances up to a per-query constant, ``|r|**2 / 2 - q.r``, from one
+    float32 matrix product (a quarter of the float64 product's time here) on
+    features centred on the rows' mean, which keeps the rounding small beside
+    the distances. Sparse features are not centred (it would fill them in), so
+    they may order neighbours at exactly equal distances differently. With the float64 search
+    of ``sklearn.neighbors`` the spread took 1.3 s on the
+    ``benchmarks/fit_speed.py`` design, with this 0.86 s, for the same targets;
+    on scikit-learn's digits, whose pixels tie often, 0.1-0.2% of the items'
+    targets differed, from ties ordered otherwise.
+    """
+
+    def __init__(self, rows):
+        if sparse.issparse(rows):
+            self.center = None
+            self.rows = sparse.csr_matrix(rows, dtype=np.float32)
+            self.half_norms = 0.5 * np.asarray(self.rows.multiply(self.rows).sum(axis=1)).ravel()
+        else:
+            rows = np.asarray(rows, dtype=np.float64)
+            self.center = rows.mean(axis=0)
+            self.rows = (rows - self.center).astype(np.float32)
+            self.half_norms = 0.5 * np.einsum("ij,ij->i", self.rows, self.rows)
+
+    def query(self, queries, n_neighbors):
+        """Indices of each query's ``n_neighbors`` nearest rows, nearest first."""
+        if self.center is None:
+            products = (sparse.csr_matrix(queries, dtype=np.float32) @ self.rows.T).toarray()
+        else:
+            products = (np.asarray(queries, dtype=np.float64) - self.center).astype(np.float32) @ self.rows.T
+        distances = np.subtract(self.half_norms, products, out=products)  # half the squared distance, less |q|**2 / 2
+        if n_neighbors < distances.shape[1]:
+            nearest = np.argpartition(distances, n_neighbors - 1, axis=1)[:, :n_neighbors]
+        else:
+            nearest = np.broadcast_to(np.arange(distances.shape[1]), distances.shape)
+        order = np.argsort(np.take_along_axis(distances, nearest, axis=1), axis=1, kind="stable")
+        return np.take_along_axis(nearest, order, axis=1)
