@@ -70,3 +70,25 @@ def test_spread_finds_room_for_the_heaviest_item_of_a_label():
     np.testing.assert_array_equal(targets[2:5, 0], [0.5, 1.0, 1.0])  # the light item: its nearest
     np.testing.assert_array_equal(targets[5:11, 0], 0.5)  # the heavy item: its six nearest, all of it placed
     np.testing.assert_array_equal(targets[11:, 0], 1.0)
+
+
+def test_nearest_rows_are_the_exact_neighbours_nearest_first_dense_or_sparse():
+    from scipy import sparse
+    from scipy.spatial.distance import cdist
+
+    from act_sklearn.models.neighbor_spread import NearestRows
+
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(300, 20)) + 1e4  # far off the origin: uncentred, float32 would lose the order
+    queries = rng.normal(size=(40, 20)) + 1e4
+    expected = np.argsort(cdist(queries, rows), axis=1, kind="stable")
+    np.testing.assert_array_equal(NearestRows(rows).query(queries, 7), expected[:, :7])
+    np.testing.assert_array_equal(NearestRows(rows).query(queries, 300), expected)  # every row
+    sparse_rows = sparse.random(300, 50, density=0.1, random_state=1, format="csr")
+    sparse_queries = sparse.random(40, 50, density=0.1, random_state=2, format="csr")
+    expected = np.argsort(cdist(sparse_queries.toarray(), sparse_rows.toarray()), axis=1, kind="stable")
+    found = NearestRows(sparse_rows).query(sparse_queries, 5)
+    distances = cdist(sparse_queries.toarray(), sparse_rows.toarray())
+    # rows at equal distance (empty rows are all at |q|) may come in another order: compare distances
+    np.testing.assert_allclose(np.take_along_axis(distances, found, 1),
+                               np.take_along_axis(distances, expected[:, :5], 1), rtol=1e-5)
