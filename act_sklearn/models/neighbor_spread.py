@@ -5,8 +5,8 @@ reviewed item whose machine label was wrong the weight ``-power * (1/pi - 1)``
 on that label, which makes its loss unbounded below. The item stands for about
 ``1/pi - 1`` unreviewed items like it, so the weight is taken from those instead:
 the nearest unreviewed items with the same machine label, in the model's own
-features. It needs a nearest-neighbour search, hence scikit-learn, which is why
-it lives beside the models and not in ``act_sklearn.stats``.
+features. It needs the features, which a design alone does not have, so it
+lives beside the models and not in ``act_sklearn.stats``.
 """
 
 import numpy as np
@@ -93,19 +93,18 @@ def spread_to_neighbors(targets, machine_codes, weights, features, room):
     return targets
 
 
-
 class NearestRows:
     """The nearest rows of a feature matrix (Euclidean) to any query: ``NearestRows(rows).query(queries, k)``.
 
-    Half squared distances up to a per-query constant, ``|r|**2 / 2 - q.r``, from one
-    float32 matrix product (a quarter of the float64 product's time here) on
-    features centred on the rows' mean, which keeps the rounding small beside
-    the distances. Sparse features are not centred (it would fill them in), so
-    they may order neighbours at exactly equal distances differently. With the float64 search
-    of ``sklearn.neighbors`` the spread took 1.3 s on the
-    ``benchmarks/fit_speed.py`` design, with this 0.86 s, for the same targets;
-    on scikit-learn's digits, whose pixels tie often, 0.1-0.2% of the items'
-    targets differed, from ties ordered otherwise.
+    Half squared distances up to a per-query constant, ``|r|**2 / 2 - q.r``,
+    from one float32 matrix product (a quarter of the float64 product's time
+    here) on features centred on the rows' mean, which keeps the rounding small
+    beside the distances. Sparse features are not centred (it would fill them
+    in), so they may order neighbours at exactly equal distances differently.
+    With the float64 search of ``sklearn.neighbors`` the spread took 1.3 s on
+    the ``benchmarks/fit_speed.py`` design, with this 0.8 s, for the same
+    targets; on scikit-learn's digits, whose pixels tie often, 0.1-0.2% of the
+    items' targets differed, from equal distances ordered otherwise.
     """
 
     def __init__(self, rows):
@@ -125,7 +124,7 @@ class NearestRows:
             products = (sparse.csr_matrix(queries, dtype=np.float32) @ self.rows.T).toarray()
         else:
             products = (np.asarray(queries, dtype=np.float64) - self.center).astype(np.float32) @ self.rows.T
-        distances = np.subtract(self.half_norms, products, out=products)  # half the squared distance, less |q|**2 / 2
+        distances = np.subtract(self.half_norms, products, out=products)  # |r - q|**2 / 2, less |q|**2 / 2
         if n_neighbors < distances.shape[1]:
             nearest = np.argpartition(distances, n_neighbors - 1, axis=1)[:, :n_neighbors]
         else:
