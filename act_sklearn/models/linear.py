@@ -88,8 +88,8 @@ class ACTLogisticRegression(LinearClassifierMixin, ClassifierMixin, BaseEstimato
         every task, by 0.13 (Fashion-MNIST) to 1.0 points (digits; the README's
         quality section has the figures); the neighbour search costs one
         nearest-neighbour query per reviewed item with a wrong machine label
-        (``benchmarks/fit_speed.py``: 1.3 s for 13,544 queries on 100,000 x
-        300). False cuts at ``-clip``.
+        (``benchmarks/fit_speed.py``: about 0.8 s for 13,544 of them on
+        100,000 x 300). False cuts at ``-clip``.
     compute_intervals : bool, default=False
         ACT design only: form the covariance of the parameters at fit, for
         :meth:`coef_ci`, :meth:`predict_proba_ci` and :meth:`confidence_interval`

@@ -109,7 +109,6 @@ class NearestRows:
 
     def __init__(self, rows):
         if sparse.issparse(rows):
-            self.center = None
             self.rows = sparse.csr_matrix(rows, dtype=np.float32)
             self.half_norms = 0.5 * np.asarray(self.rows.multiply(self.rows).sum(axis=1)).ravel()
         else:
@@ -120,7 +119,7 @@ class NearestRows:
 
     def query(self, queries, n_neighbors):
         """Indices of each query's ``n_neighbors`` nearest rows, nearest first."""
-        if self.center is None:
+        if sparse.issparse(self.rows):
             products = (sparse.csr_matrix(queries, dtype=np.float32) @ self.rows.T).toarray()
         else:
             products = (np.asarray(queries, dtype=np.float64) - self.center).astype(np.float32) @ self.rows.T
