@@ -5,6 +5,7 @@ Run it with::
     python benchmarks/coverage.py                      # the whole grid, 300 repetitions a cell
     python benchmarks/coverage.py --reps 100 --n 500 3000
     python benchmarks/coverage.py --jobs 2              # cells in parallel, same figures
+    python benchmarks/coverage.py --interval randomized --output benchmarks/results/coverage_randomized.md
 
 Each repetition draws a labelling job and a review sample and asks whether the
 90% interval of ``estimate_label_accuracy`` holds the true accuracy of the
@@ -22,6 +23,9 @@ final labels (human where reviewed, machine elsewhere):
   the one before issue #12 (a Horvitz-Thompson score interval with an
   estimated weight of the missed errors, on the fixed-size design over one
   random order), frozen below as it was.
+* ``--interval randomized``: today's estimator with the opt-in randomized
+  interval where outcomes are few (same jobs and review samples, its draws
+  from a stream of their own), reported as today's.
 
 Target (issue #12): coverage in [86%, 94%] in every cell. With 300
 repetitions a coverage's standard error is 1.7 points, so a cell at exactly
@@ -58,7 +62,7 @@ from scipy.special import expit, logit
 from scipy.stats import norm
 
 from act_sklearn.stats import draw_sample, estimate_label_accuracy, inclusion_probabilities
-from act_sklearn.stats.inference import FEW_OUTCOMES, _widest_stratum, review_strata
+from act_sklearn.stats.inference import FEW_OUTCOMES, INTERVALS, _widest_stratum, review_strata
 from act_sklearn.stats.sampling import SAMPLING_RULES, inclusion_strata
 
 RESULTS = Path(__file__).resolve().parent / "results" / "coverage.md"
@@ -150,7 +154,7 @@ def widest_stratum(errors, reviewed, proba):
     return reviews[widest], errors[strata == labels[widest]].mean()
 
 
-def cell(n, budget, rule, explore, calibration, reps, seed, before=True):
+def cell(n, budget, rule, explore, calibration, reps, seed, before=True, interval="score"):
     """Coverage and mean width by estimator over ``reps`` repetitions, with what today's interval rests on.
 
     Returns ``(coverage, width, approximate, (reviews, share))``: the share of
@@ -158,8 +162,12 @@ def cell(n, budget, rule, explore, calibration, reps, seed, before=True):
     median true error share of the stratum that carries most of its variance
     (:func:`band_attainable` says whether one binomial count with those could
     cover within the band at all). ``before=False``: today's estimator only.
+    ``interval``: today's interval (``estimate_label_accuracy``'s); the
+    randomized one's draws come from a stream of their own, so that both
+    intervals see the same jobs and review samples.
     """
     rng = np.random.default_rng(seed)
+    draws = np.random.default_rng([seed, 1])
     z = norm.ppf(0.5 + CONFIDENCE / 2)
     covered = {"before": 0, "now": 0}
     width = {"before": 0.0, "now": 0.0}
@@ -172,7 +180,8 @@ def cell(n, budget, rule, explore, calibration, reps, seed, before=True):
         reviewed = draw_sample(proba, random_state=rng.integers(2**31))
         remaining = int((errors & ~reviewed).sum())
         machine = errors.astype(int)  # machine label 1 where wrong, human label 0
-        estimate = estimate_label_accuracy(machine, np.zeros(n, int), reviewed, proba, confidence=CONFIDENCE)
+        estimate = estimate_label_accuracy(machine, np.zeros(n, int), reviewed, proba, confidence=CONFIDENCE,
+                                           interval=interval, random_state=draws.integers(2**31))
         low, high = n * (1 - estimate.ci_high), n * (1 - estimate.ci_low)
         covered["now"] += low - 1e-6 <= remaining <= high + 1e-6
         width["now"] += (high - low) / n
@@ -203,6 +212,8 @@ def main(argv=None):
                         help="fresh repetitions for each cell outside the target (0: no recheck)")
     parser.add_argument("--recheck-only", type=Path, default=None, metavar="REPORT",
                         help="re-measure only the cells an earlier report flagged")
+    parser.add_argument("--interval", choices=INTERVALS, default="score",
+                        help="today's interval: the default score interval or the opt-in randomized one")
     parser.add_argument("--jobs", type=int, default=1,
                         help="cells measured in parallel (each cell's seed is fixed, so the figures do not change)")
     args = parser.parse_args(argv)
@@ -210,7 +221,7 @@ def main(argv=None):
     start = time.perf_counter()
     if args.recheck_only is not None:
         flagged = flagged_cells(args.recheck_only.read_text())
-        rechecked = recheck(flagged, args.recheck, args.jobs)
+        rechecked = recheck(flagged, args.recheck, args.jobs, args.interval)
         text = recheck_report(flagged, rechecked, args.recheck, command, time.perf_counter() - start,
                               source=args.recheck_only)
         (args.output or RECHECK_RESULTS).write_text(text)
@@ -218,13 +229,13 @@ def main(argv=None):
         return
     rows = []
     grid = list(itertools.product(args.n, args.budgets, args.rules, args.explore, CALIBRATIONS))
-    cells = measure([(*key, args.reps, index) for index, key in enumerate(grid)], args.jobs)
+    cells = measure([(*key, args.reps, index, True, args.interval) for index, key in enumerate(grid)], args.jobs)
     for (n, budget, rule, explore, calibration), (coverage, width, approximate, bottleneck) in zip(grid, cells):
         rows.append((n, budget, rule, explore, calibration, coverage, width, approximate, bottleneck))
         print(f"{n:>6} {budget:>4} {rule:>9} {explore:>4} {calibration:>13} | before {coverage['before']:.3f} "
               f"({width['before']:.3f}) | now {coverage['now']:.3f} ({width['now']:.3f})", flush=True)
     flagged = [(r[:5], r[5]["now"]) for r in rows if not TARGET[0] <= r[5]["now"] <= TARGET[1]]
-    rechecked = recheck(flagged, args.recheck, args.jobs) if args.recheck else None
+    rechecked = recheck(flagged, args.recheck, args.jobs, args.interval) if args.recheck else None
     text = report(rows, args, command, time.perf_counter() - start)
     if rechecked is not None:
         text += "\n" + recheck_report(flagged, rechecked, args.recheck, command, None).split("\n", 1)[1]
@@ -263,9 +274,10 @@ def flagged_cells(report_text):
     return cells
 
 
-def recheck(flagged, reps, jobs=1):
+def recheck(flagged, reps, jobs=1, interval="score"):
     """Today's coverage and width of each flagged cell, over ``reps`` fresh repetitions."""
-    cells = measure([(*key, reps, RECHECK_SEED + index, False) for index, (key, _) in enumerate(flagged)], jobs)
+    cells = measure([(*key, reps, RECHECK_SEED + index, False, interval) for index, (key, _) in enumerate(flagged)],
+                    jobs)
     results = []
     for (key, _), (coverage, width, approximate, bottleneck) in zip(flagged, cells):
         results.append((coverage["now"], width["now"], approximate, bottleneck))
@@ -345,7 +357,9 @@ def report(rows, args, command, seconds):
         "| estimator | cells outside [86%, 94%] | below 86% | above 94% | worst cells | mean width (accuracy points) |",
         "|---|---|---|---|---|---|",
     ]
-    for key, name in (("now", "today: stratified score interval"), ("before", "before issue #12: HT score interval")):
+    today = {"score": "today: stratified score interval",
+             "randomized": "today, `interval=\"randomized\"`: randomized where outcomes are few"}[args.interval]
+    for key, name in (("now", today), ("before", "before issue #12: HT score interval")):
         bad = outside(key)
         below = sum(r[5][key] < TARGET[0] for r in bad)
         lines.append(

@@ -265,3 +265,85 @@ def test_yates_half_shrinks_with_the_tiny_strata_share_of_the_variance():
     assert estimate.approximate
     assert estimate.ci_low == pytest.approx(1 - (high - 100) / n, abs=1e-6)
     assert estimate.ci_high == pytest.approx(1 - (low - 100) / n, abs=1e-6)
+
+
+@pytest.mark.parametrize("trials", [1, 2, 5, 12])
+def test_the_randomized_binomial_interval_covers_at_its_level_at_every_share(trials):
+    # Stevens's interval: over x ~ Binomial(trials, p) and a uniform draw, it holds p with probability 90%
+    # exactly, at every p, where no deterministic interval can (the band test above)
+    from scipy.stats import binom
+
+    from act_sklearn.stats.inference import randomized_binomial_interval
+
+    draws = (np.arange(400) + 0.5) / 400  # midpoints: the draw's uniform law to within 1/400
+    for p in (0.02, 0.17, 0.5, 0.9):
+        coverage = 0.0
+        for found in range(trials + 1):
+            held = np.mean([low <= p <= high for low, high in
+                            (randomized_binomial_interval(found, trials, 0.9, draw) for draw in draws)])
+            coverage += binom.pmf(found, trials, p) * held
+        assert coverage == pytest.approx(0.9, abs=0.005), (p, coverage)
+
+
+def test_the_randomized_interval_lies_inside_clopper_pearson_and_accepts_fractional_counts():
+    # its two extreme draws give the exact (Clopper-Pearson) interval's two ends; Kish's effective counts
+    # are fractional, and the tails continue smoothly between integers
+    from scipy.stats import binomtest
+
+    from act_sklearn.stats.inference import randomized_binomial_interval
+
+    for trials, found in ((1, 0), (1, 1), (7, 2), (30, 1)):
+        exact = binomtest(found, trials).proportion_ci(0.9, method="exact")
+        assert randomized_binomial_interval(found, trials, 0.9, 0.0)[0] == pytest.approx(exact.low, abs=1e-9)
+        assert randomized_binomial_interval(found, trials, 0.9, 1.0)[1] == pytest.approx(exact.high, abs=1e-9)
+        for draw in (0.1, 0.5, 0.9):
+            low, high = randomized_binomial_interval(found, trials, 0.9, draw)
+            assert exact.low - 1e-9 <= low <= high <= exact.high + 1e-9
+    ends = np.array([randomized_binomial_interval(found, 7.4, 0.9, 0.5) for found in np.linspace(2, 3, 11)])
+    assert np.all(np.diff(ends, axis=0) > 0)  # both ends rise with the (fractional) count
+
+
+def _one_review_coverage(interval, runs=400):
+    # n = 500, a 5% budget on the threshold rule with explore 0.05: one explored review of the 476 items
+    # below the threshold, whose error share is about 0.17; the benchmark's cells at 99-100% with "score"
+    rng = np.random.default_rng(3)
+    covered = width = 0.0
+    for _ in range(runs):
+        wrong = rng.random(500) < rng.beta(0.6, 2.4, 500)
+        error_proba = np.where(wrong, rng.beta(3, 2, 500), rng.beta(2, 3, 500))
+        proba = inclusion_probabilities(error_proba, 0.05, explore=0.05, random_state=rng.integers(2**31))
+        reviewed = draw_sample(proba, random_state=rng.integers(2**31))
+        estimate = estimate_label_accuracy(wrong.astype(int), np.zeros(500, int), reviewed, proba,
+                                           interval=interval, random_state=rng.integers(2**31))
+        truth = 1 - (wrong & ~reviewed).sum() / 500
+        covered += estimate.ci_low - 1e-9 <= truth <= estimate.ci_high + 1e-9
+        width += estimate.ci_high - estimate.ci_low
+    return covered / runs, width / runs
+
+
+def test_the_randomized_interval_reaches_the_band_where_the_score_interval_must_err_wide():
+    score, score_width = _one_review_coverage("score")
+    randomized, randomized_width = _one_review_coverage("randomized")
+    assert score > 0.96
+    assert 0.86 <= randomized <= 0.94
+    assert randomized_width < score_width
+
+
+def test_the_randomized_interval_is_seeded_and_the_same_as_the_score_interval_where_outcomes_are_many():
+    n = 2000
+    proba = np.full(n, 0.1)
+    reviewed = np.arange(n) < 200
+    machine = (np.arange(n) < 40).astype(int)  # 40 errors among 200 reviews: many of both outcomes
+    many = [estimate_label_accuracy(machine, np.zeros(n, int), reviewed, proba, interval=interval, random_state=0)
+            for interval in ("score", "randomized")]
+    assert many[0] == many[1]
+    few = (np.arange(n) < 1).astype(int)  # one error found: the randomized interval applies
+    seeded = [estimate_label_accuracy(few, np.zeros(n, int), reviewed, proba, interval="randomized",
+                                      random_state=seed) for seed in (0, 0, 1)]
+    assert seeded[0] == seeded[1] != seeded[2]
+    assert seeded[0].approximate
+
+
+def test_an_unknown_interval_is_an_error_that_names_the_choices():
+    with pytest.raises(ValueError, match=r"interval must be one of \('score', 'randomized'\); got 'exact'"):
+        estimate_label_accuracy([0, 1], [0, 1], [True, True], [1.0, 1.0], interval="exact")
