@@ -31,7 +31,7 @@ from .criticizer import reading_annotator
 from .llm import UsageLedger
 from .models.linear import ACTLogisticRegression
 from .sampler import ACTSampler
-from .stats.inference import estimate_label_accuracy
+from .stats.inference import INTERVALS, estimate_label_accuracy
 from .stats.loss import act_coefficients, act_weights
 from .stats.metrics import final_labels
 from .stats.sampling import check_error_proba
@@ -143,6 +143,14 @@ class ACTClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         annotator's ``classes_`` if it has them, else anything goes.
     confidence : float in (0, 1), default=0.9
         Level of the interval in ``label_accuracy_``.
+    interval : {"score", "randomized"}, default="score"
+        The interval in ``label_accuracy_``. Where few reviews carry it,
+        ``"score"`` errs wide, as any deterministic interval must, and
+        ``"randomized"`` covers at ``confidence`` on average over jobs at the
+        price of a narrow interval by chance in a few of them: opt-in
+        (:func:`~act_sklearn.stats.estimate_label_accuracy`).
+    random_state : int, RandomState instance or None, default=None
+        The randomized interval's draw (``interval="randomized"`` only).
 
     Attributes
     ----------
@@ -215,6 +223,8 @@ class ACTClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         "power": [Interval(numbers.Real, 0, 1, closed="both"), StrOptions({"auto"})],
         "classes": ["array-like", None],
         "confidence": [Interval(numbers.Real, 0, 1, closed="neither")],
+        "interval": [StrOptions(set(INTERVALS))],
+        "random_state": ["random_state"],
     }
 
     def __init__(
@@ -227,6 +237,8 @@ class ACTClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         power=1.0,
         classes=None,
         confidence=0.9,
+        interval="score",
+        random_state=None,
     ):
         self.estimator = estimator
         self.annotator = annotator
@@ -235,6 +247,8 @@ class ACTClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         self.power = power
         self.classes = classes
         self.confidence = confidence
+        self.interval = interval
+        self.random_state = random_state
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(
@@ -328,6 +342,8 @@ class ACTClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             self.reviewed_,
             self.inclusion_proba_,
             confidence=self.confidence,
+            interval=self.interval,
+            random_state=self.random_state,
         )
 
         self.estimator_ = clone(self._default("estimator"))

@@ -73,6 +73,29 @@ def test_simulation_improves_on_machine_labels_within_budget(job, rule, design):
     assert estimate.estimable and estimate.ci_low <= estimate.accuracy <= estimate.ci_high
 
 
+def test_the_randomized_interval_is_one_parameter_away(job):
+    # a 2% budget with explore 0.1 leaves about 2 explored reviews: few outcomes, where the two intervals differ
+    from act_sklearn.stats import estimate_label_accuracy
+
+    X, y, machine, error_proba = job["X"], job["y"], job["machine"], job["error_proba"]
+    fits = {
+        interval: ACTClassifier(
+            ACTLogisticRegression(max_iter=1000), sampler=ACTSampler(budget=0.02, explore=0.1, random_state=0),
+            interval=interval, random_state=3,
+        ).fit(X, y, machine_labels=machine, error_proba=error_proba)
+        for interval in ("score", "randomized")
+    }
+    score, randomized = fits["score"].label_accuracy_, fits["randomized"].label_accuracy_
+    assert score.approximate and randomized.accuracy == score.accuracy
+    assert (randomized.ci_low, randomized.ci_high) != (score.ci_low, score.ci_high)
+    act = fits["randomized"]
+    direct = estimate_label_accuracy(machine, y, act.reviewed_, act.inclusion_proba_, interval="randomized",
+                                     random_state=3)
+    assert (randomized.ci_low, randomized.ci_high) == (direct.ci_low, direct.ci_high)
+    with pytest.raises(ValueError, match="'interval' parameter"):
+        ACTClassifier(interval="exact").fit(X, y, machine_labels=machine, error_proba=error_proba)
+
+
 def test_production_mode_matches_simulation_given_the_same_sample(job):
     X, y, machine, error_proba = job["X"], job["y"], job["machine"], job["error_proba"]
     sim = _act(budget=0.2, rule="sigmoid", explore=0.1).fit(X, y, machine_labels=machine, error_proba=error_proba)

@@ -243,6 +243,28 @@ def _run_command(run, items_file, url, *extra):
             "--strategy", "naive", *_llm_options(url), *extra]
 
 
+def test_the_randomized_interval_is_opt_in_and_drawn_once_per_selection(items_file, tmp_path, capsys):
+    # 6 reviews of 24 items: few outcomes, where the randomized interval differs from the score interval;
+    # its draw comes from the selection, so a second report cannot redraw it
+    server = _delay_server()
+    run = tmp_path / "run"
+    with server.serve_in_thread(delay=0) as url:
+        assert main(_run_command(run, items_file, url)) == EXIT_OK
+    score = json.loads((run / "report.json").read_text())
+    assert score["interval"] == "score" and score["final_label_accuracy_approximate"] is True
+    intervals = []
+    for _ in range(2):
+        assert main(["report", "--run", str(run), "--interval", "randomized"]) == EXIT_OK
+        facts = json.loads((run / "report.json").read_text())
+        assert facts["interval"] == "randomized" and facts["final_label_accuracy"] == score["final_label_accuracy"]
+        intervals.append(facts["final_label_accuracy_ci"])
+    assert intervals[0] == intervals[1] != score["final_label_accuracy_ci"]
+    assert "| interval | randomized |" in (run / "report.md").read_text()
+    with pytest.raises(SystemExit) as exited:
+        main(["report", "--run", str(run), "--interval", "exact"])
+    assert exited.value.code == EXIT_BAD_INPUT and "invalid choice: 'exact'" in capsys.readouterr().err
+
+
 def test_run_killed_between_steps_resumes_without_repeating_a_request(items_file, tmp_path, capsys):
     server = _delay_server()
     run = tmp_path / "run"

@@ -269,14 +269,15 @@ def test_yates_half_shrinks_with_the_tiny_strata_share_of_the_variance():
 
 @pytest.mark.parametrize("trials", [1, 2, 5, 12])
 def test_the_randomized_binomial_interval_covers_at_its_level_at_every_share(trials):
-    # Stevens's interval: over x ~ Binomial(trials, p) and a uniform draw, it holds p with probability 90%
-    # exactly, at every p, where no deterministic interval can (the band test above)
+    # over x ~ Binomial(trials, p) and a uniform draw it holds p with probability 90% exactly, at every p,
+    # where no deterministic interval can (the band test above); at p = 0 and 1 too, where Stevens's equal
+    # tails leave an empty set after a small draw, which a reported [0, 0] would turn into 95%
     from scipy.stats import binom
 
     from act_sklearn.stats.inference import randomized_binomial_interval
 
     draws = (np.arange(400) + 0.5) / 400  # midpoints: the draw's uniform law to within 1/400
-    for p in (0.02, 0.17, 0.5, 0.9):
+    for p in (0.0, 0.02, 0.17, 0.5, 0.9, 1.0):
         coverage = 0.0
         for found in range(trials + 1):
             held = np.mean([low <= p <= high for low, high in
@@ -285,20 +286,24 @@ def test_the_randomized_binomial_interval_covers_at_its_level_at_every_share(tri
         assert coverage == pytest.approx(0.9, abs=0.005), (p, coverage)
 
 
-def test_the_randomized_interval_lies_inside_clopper_pearson_and_accepts_fractional_counts():
-    # its two extreme draws give the exact (Clopper-Pearson) interval's two ends; Kish's effective counts
-    # are fractional, and the tails continue smoothly between integers
+def test_the_randomized_interval_is_never_empty_and_accepts_fractional_counts():
+    # after no error found and a small draw it still holds the small shares (equal tails: no share at all);
+    # where neither extreme count is likely its extreme draws give the exact (Clopper-Pearson) ends; Kish's
+    # effective counts are fractional, and the tails continue smoothly between integers
     from scipy.stats import binomtest
 
     from act_sklearn.stats.inference import randomized_binomial_interval
 
-    for trials, found in ((1, 0), (1, 1), (7, 2), (30, 1)):
+    for trials, found in ((1, 0), (1, 1), (7, 2), (30, 0), (30, 30)):
+        for draw in (0.01, 0.5, 0.99):  # a draw of exactly 0 or 1 (a null event) may leave one point
+            low, high = randomized_binomial_interval(found, trials, 0.9, draw)
+            assert 0 <= low < high <= 1, (trials, found, draw)
+    assert randomized_binomial_interval(0, 1, 0.9, 0.01) == pytest.approx((0.0, 1 / 11))
+    assert randomized_binomial_interval(0, 1, 0.9, 0.99)[0] > 0  # it may leave out a share of 0: exact there
+    for trials, found in ((100, 50), (40, 20)):
         exact = binomtest(found, trials).proportion_ci(0.9, method="exact")
         assert randomized_binomial_interval(found, trials, 0.9, 0.0)[0] == pytest.approx(exact.low, abs=1e-9)
         assert randomized_binomial_interval(found, trials, 0.9, 1.0)[1] == pytest.approx(exact.high, abs=1e-9)
-        for draw in (0.1, 0.5, 0.9):
-            low, high = randomized_binomial_interval(found, trials, 0.9, draw)
-            assert exact.low - 1e-9 <= low <= high <= exact.high + 1e-9
     ends = np.array([randomized_binomial_interval(found, 7.4, 0.9, 0.5) for found in np.linspace(2, 3, 11)])
     assert np.all(np.diff(ends, axis=0) > 0)  # both ends rise with the (fractional) count
 

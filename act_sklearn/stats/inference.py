@@ -103,35 +103,47 @@ case (``benchmarks/coverage.py``, ``band_attainable``).
 
 Only a randomized interval does better there, and it is opt-in
 (``interval="randomized"``). Where the widest stratum w shows few outcomes,
-its share takes Stevens's (1950) randomized exact interval: with ``x`` its
-errors found in ``k`` reviews, ``F_p(t) = P_p(X <= t)`` for ``X ~ Binomial(k,
-p)`` (a regularized incomplete beta function, so Kish's fractional counts
-are accepted) and ``u`` one uniform draw (``random_state``),
+its share takes a randomized exact interval: with ``x`` its errors found in
+``k`` reviews, ``F_p(t) = P_p(X <= t)`` for ``X ~ Binomial(k, p)`` (a
+regularized incomplete beta function, so Kish's fractional counts are
+accepted) and ``u`` one uniform draw (``random_state``),
 
-    G(p) = u F_p(x) + (1 - u) F_p(x - 1),   [p_low, p_high] = {p : alpha/2 <= G(p) <= 1 - alpha/2},
+    G(p) = u F_p(x) + (1 - u) F_p(x - 1),   [p_low, p_high] = {p : a(p) <= G(p) <= a(p) + 1 - alpha},
+    a(p) = alpha/2 (1 - (1 - p)**k + p**k).
 
-which holds every ``p`` with probability ``1 - alpha`` exactly; its ends at
-``u = 0`` and ``u = 1`` are the Clopper-Pearson interval's. The other strata
-keep their score interval ``[L, U]`` around their estimate ``C``, and the two
-are combined as independent sums (MOVER): with ``s`` the stratum's estimate
-moved inside ``[p_low, p_high]``, the interval for the errors is
+``G(p)`` is uniform when ``p`` is the share (Stevens 1950), so the set holds
+every ``p`` with probability ``1 - alpha`` exactly, whatever the lower tail's
+share ``a(p)``. Stevens's equal tails (``a = alpha/2``) leave no ``p`` at all
+after ``x = 0`` and a draw under ``alpha/2``, and a reported ``[0, 0]`` then
+holds ``p = 0`` in 95% of runs; ``a(p)`` moves to 0 where ``x = 0`` is sure
+and to ``alpha`` where ``x = k`` is, and ``G - a`` falls in ``p``, so the set
+is one interval, never empty, exact at ``p = 0`` and ``1`` too. Where neither
+extreme count is likely, its ends at ``u = 0`` and ``u = 1`` are the
+Clopper-Pearson interval's. The other strata keep their score interval
+``[L, U]`` around their estimate ``C``, and the two are combined as
+independent sums (MOVER): with ``s`` the stratum's estimate moved inside
+``[p_low, p_high]``, the interval for the errors is
 
     N_w s + C -+ sqrt((N_w (s - p_low or p_high - s))**2 + (C - L or U - C)**2).
 
 Its binomial ignores the stratum's sampling fraction, which errs wide
 (correcting for it changed no measured cell). In ``benchmarks/coverage.py``
-(``--interval randomized``: the same 324 cells, jobs and review samples) 10
-cells stay outside [86%, 94%] after the recheck, none below (94.1-96.1%),
-against 28 (94.1-99.8%) with the score interval. The threshold and sigmoid
-cells with one or two explored reviews, 11 of those 28 at 95.4-99.8%, come to
-88.0-93.0%, all but one (sigmoid, weak: 96.1% on the recheck). Nine of the
-ten are ``normalize`` or ``sqrt`` cells where several strata with few
-outcomes each carry part of the variance; their score interval over-covers,
-and randomizing each of them as well (independent draws, all combined by
-MOVER) left seven of the ten outside (600 repetitions). The cost is the
-conditional meaning: for the same reviews, a small draw can give a narrow
+(``--interval randomized``: the same 324 cells, jobs and review samples) 7
+cells stay outside [86%, 94%] after the recheck, none below and all within a
+point of the edge (94.1-95.0%, standard error 0.95 points), against 28
+(94.1-99.8%) with the score interval; the mean width is 11.6 points against
+12.1. The 12 threshold and sigmoid cells with one or two explored reviews
+cover 88.5-94.0%. Six of the seven are ``normalize`` or ``sqrt`` cells whose
+widest stratum has one or two reviews and an error share near 0: that
+stratum's interval is exact, but when it misses, the other strata's score
+intervals often still hold the truth in the MOVER sum. With equal tails 10
+cells stayed outside (94.1-96.1%), nine of them at such a share. The cost is
+the conditional meaning: for the same reviews, a small draw can give a narrow
 interval from a single review, which is why the default stays the score
-interval. :class:`~act_sklearn.ACTSampler` warns
+interval. It is one parameter away in :class:`~act_sklearn.ACTClassifier`
+(``interval``, ``random_state``) and in the command (``act-sklearn report
+--interval randomized``, whose draw is the hash of ``selection.csv``: fixed
+before any answer is in, and the same on every report). :class:`~act_sklearn.ACTSampler` warns
 (``FewExploredReviewsWarning``) when ``explore`` leaves fewer than
 :data:`TINY_REVIEWS` explored reviews, before anyone reviews.
 
@@ -441,15 +453,22 @@ def _randomized_interval(found, size, stratum_size, fraction, confidence, widest
 
 
 def randomized_binomial_interval(found, trials, confidence, draw):
-    """Stevens's randomized exact interval for a binomial share, on real-valued counts.
+    """A randomized exact interval for a binomial share (Stevens's, its tails shared to reach 0 and 1).
 
-    With ``G(p) = draw * P_p(X <= found) + (1 - draw) * P_p(X < found)`` the
-    interval is ``{p : (1 - confidence) / 2 <= G(p) <= (1 + confidence) / 2}``;
-    for a uniform ``draw`` it covers every ``p`` with probability
-    ``confidence`` exactly (Stevens 1950). The tails are regularized incomplete
-    beta functions, so Kish's effective (fractional) counts are accepted.
+    With ``G(p) = draw * P_p(X <= found) + (1 - draw) * P_p(X < found)``,
+    uniform under ``p`` for a uniform ``draw`` (Stevens 1950), the interval is
+    ``{p : a(p) <= G(p) <= a(p) + confidence}``, which covers every ``p`` with
+    probability ``confidence`` exactly whatever the lower tail's share ``a(p)``
+    of ``alpha = 1 - confidence``. Equal tails (``a = alpha / 2``) leave no
+    ``p`` at all after no success and a draw under ``alpha / 2``; reporting
+    ``[0, 0]`` then would hold ``p = 0`` in ``1 - alpha / 2`` of runs. So the
+    lower tail's share moves to 0 where ``X = 0`` is sure and to ``alpha`` where
+    ``X = trials`` is, ``a(p) = alpha / 2 * (1 - P_p(X = 0) + P_p(X = trials))``:
+    ``G - a`` falls in ``p``, so the set is an interval, never empty, and exact
+    at ``p = 0`` and ``1`` too. The tails are regularized incomplete beta
+    functions, so Kish's effective (fractional) counts are accepted.
     """
-    alpha = (1 - confidence) / 2
+    alpha = 1 - confidence
 
     def tail(count, p):  # P_p(X <= count), continued to real counts
         if count < 0:
@@ -458,17 +477,18 @@ def randomized_binomial_interval(found, trials, confidence, draw):
             return 1.0
         return float(betainc(trials - count, count + 1, 1 - p))
 
-    def mixed(p):
-        return draw * tail(found, p) + (1 - draw) * tail(found - 1, p)
+    def excess(p):  # G(p) - a(p): falls from G(0) at p = 0 to G(1) - alpha at p = 1
+        lower_share = alpha / 2 * (1 - (1 - p) ** trials + p**trials)
+        return draw * tail(found, p) + (1 - draw) * tail(found - 1, p) - lower_share
 
-    def solve(level):  # G decreases in p: the p where it crosses level, or the end it stays beyond
-        if mixed(0.0) <= level:
+    def solve(level):  # the p where the excess crosses level, or the end it stays beyond
+        if excess(0.0) <= level:
             return 0.0
-        if mixed(1.0) >= level:
+        if excess(1.0) >= level:
             return 1.0
-        return brentq(lambda p: mixed(p) - level, 0.0, 1.0, xtol=1e-12)
+        return brentq(lambda p: excess(p) - level, 0.0, 1.0, xtol=1e-12)
 
-    return solve(1 - alpha), solve(alpha)
+    return solve(confidence), solve(0.0)
 
 
 def _score_edge(found, size, stratum_size, fraction, z, end):

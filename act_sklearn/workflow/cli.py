@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ..llm.prompts import ANNOTATOR_STRATEGIES, CRITIC_STRATEGIES
 from ..review import ReviewFileError
+from ..stats.inference import INTERVALS
 from ..stats.sampling import DEFAULT_EXPLORE, SAMPLING_RULES, parse_budget
 from .run_folder import CACHE, CRITICISM, MACHINE, MODEL, SELECTION, RunFolder, RunFolderBusy, RunFolderError
 
@@ -189,7 +190,7 @@ def cmd_train(args, run):
 def cmd_report(args, run):
     from .report import report
 
-    report(run, confidence=args.confidence)
+    report(run, confidence=args.confidence, interval=args.interval)
     _print_report(run)
 
 
@@ -209,7 +210,7 @@ def cmd_run(args, run):
         explore=args.explore,
         random_state=args.seed,
     )
-    report(run, confidence=args.confidence)
+    report(run, confidence=args.confidence, interval=args.interval)
     _print_report(run)
 
 
@@ -458,6 +459,13 @@ def _selection_options(sub, *, budget_default=None, rounds=False):
 
 def _confidence_option(sub):
     sub.add_argument("--confidence", type=float, default=0.9, help="level of the accuracy interval")
+    sub.add_argument(
+        "--interval",
+        choices=INTERVALS,
+        default="score",
+        help="score (default) errs wide where few reviews carry the interval; randomized (opt-in) covers at the "
+        "level on average over jobs, drawn once from the selection, but can be narrow by chance in a single job",
+    )
 
 
 def _positive_int(text):

@@ -11,7 +11,7 @@ import json
 import numpy as np
 
 from .._atomic import write_atomically
-from .run_folder import REPORT_JSON, REPORT_MD
+from .run_folder import REPORT_JSON, REPORT_MD, SELECTION
 from .steps import writes_run_folder
 
 AQG_BUDGETS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)  # shares of the items
@@ -19,7 +19,7 @@ LLM_STEPS = ("annotate", "criticize")
 
 
 @writes_run_folder
-def report(run, *, confidence=0.9):
+def report(run, *, confidence=0.9, interval="score"):
     """Write ``report.json``, ``report.md``, ``calibration.png`` (and ``aqg.png`` with an oracle).
 
     Selected items still awaiting an answer are treated as unreviewed, so the
@@ -32,6 +32,11 @@ def report(run, *, confidence=0.9):
     run : RunFolder
     confidence : float, default=0.9
         Level of the final-label accuracy interval.
+    interval : {"score", "randomized"}, default="score"
+        The interval (:func:`~act_sklearn.stats.estimate_label_accuracy`;
+        ``"randomized"`` is opt-in). Its draw is fixed by ``selection.csv``,
+        before any answer is in: the report gives the same interval each time,
+        and the draw cannot be made again after the reviews are seen.
 
     Returns
     -------
@@ -47,7 +52,11 @@ def report(run, *, confidence=0.9):
     answers = run.reviews()
     reviewed = np.array([item in answers for item in ids])
     human = np.array([answers.get(item, label) for item, label in zip(ids, machine)], dtype=object)
-    estimate = estimate_label_accuracy(machine, human, reviewed, inclusion_proba, confidence=confidence)
+    # the selection's hash as the draw: uniform enough across jobs, blind to the answers, the same on every report
+    draw_seed = int(run.fingerprint(SELECTION)[:16], 16)
+    estimate = estimate_label_accuracy(
+        machine, human, reviewed, inclusion_proba, confidence=confidence, interval=interval, random_state=draw_seed
+    )
     steps = run.steps()
     n_selected = int(selected.sum())
     usage = {step: steps[step].get("usage") for step in LLM_STEPS if step in steps}
@@ -68,6 +77,7 @@ def report(run, *, confidence=0.9):
         final_label_accuracy_approximate=estimate.approximate,  # its level holds only roughly
         llm_failures=len(run.failures()),
         confidence=confidence,
+        interval=interval,
         models={step: steps[step].get("component") for step in LLM_STEPS if step in steps},
         llm_usage=usage,
         llm_cost_usd=sum(costs) if costs else None,
