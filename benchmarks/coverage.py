@@ -310,6 +310,8 @@ def recheck_report(flagged, rechecked, reps, command, seconds, source=None):
         "median reviews and error share of the stratum that carries most of the variance (`band_attainable`; "
         "the table below it).",
         "",
+        f"Target met after the recheck: **{'no' if still else 'yes'}**.",
+        "",
         "| n | budget | rule | explore | criticizer | first run | recheck | width (points) | approximate "
         "| widest stratum: reviews | its error share | band in reach |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -370,7 +372,8 @@ def report(rows, args, command, seconds):
     plain = [r for r in rows if r[7] < 0.5]
     lines += [
         "",
-        f"Target met by today's estimator: **{'yes' if met else 'no'}**.",
+        f"Target met by today's estimator at this first measurement: **{'yes' if met else 'no'}**"
+        + ("." if met or not args.recheck else " (the verdict is the recheck's, at the end)."),
         "",
         f"`approximate` (the estimate's own warning: fewer than {FEW_OUTCOMES} errors or correct labels among the "
         "reviews of the stratum that carries most of the variance) is raised in most runs of "

@@ -334,6 +334,30 @@ def test_the_randomized_interval_reaches_the_band_where_the_score_interval_must_
     assert randomized_width < score_width
 
 
+def test_the_randomized_interval_matches_tails_where_the_widest_stratum_shows_no_error():
+    # n = 500, a 40% budget on the sqrt rule with explore 0.05: the widest stratum has two explored reviews and
+    # an error share near 0, so its interval can miss only by lying above the truth; the other strata's ends at
+    # the same one-sided level bring the coverage to its level (at 5% each side: 95% over these runs)
+    rng = np.random.default_rng(3)
+    covered = width = score_width = 0.0
+    runs = 400
+    for _ in range(runs):
+        error_proba = rng.beta(0.6, 2.4, 500)
+        wrong = rng.random(500) < error_proba
+        proba = inclusion_probabilities(error_proba, 0.4, rule="sqrt", explore=0.05, random_state=rng.integers(2**31))
+        reviewed = draw_sample(proba, random_state=rng.integers(2**31))
+        machine, human = wrong.astype(int), np.zeros(500, int)
+        estimate = estimate_label_accuracy(machine, human, reviewed, proba, interval="randomized",
+                                           random_state=rng.integers(2**31))
+        truth = 1 - (wrong & ~reviewed).sum() / 500
+        covered += estimate.ci_low - 1e-9 <= truth <= estimate.ci_high + 1e-9
+        width += estimate.ci_high - estimate.ci_low
+        score = estimate_label_accuracy(machine, human, reviewed, proba)
+        score_width += score.ci_high - score.ci_low
+    assert 0.86 <= covered / runs <= 0.94
+    assert width < score_width
+
+
 def test_the_randomized_interval_is_seeded_and_the_same_as_the_score_interval_where_outcomes_are_many():
     n = 2000
     proba = np.full(n, 0.1)
