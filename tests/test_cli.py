@@ -260,6 +260,16 @@ def test_the_randomized_interval_is_opt_in_and_drawn_once_per_selection(items_fi
         intervals.append(facts["final_label_accuracy_ci"])
     assert intervals[0] == intervals[1] != score["final_label_accuracy_ci"]
     assert "| interval | randomized |" in (run / "report.md").read_text()
+    # train prints the trained model's estimate with the same draw, so it agrees with the report
+    capsys.readouterr()
+    assert main(["train", "--run", str(run), "--interval", "randomized"]) == EXIT_OK
+    trained = RunFolder(run).manifest()["steps"]["train"]
+    assert trained["label_accuracy_interval"] == "randomized"
+    assert trained["label_accuracy_ci"] == intervals[0]
+    low, high = (f"{100 * end:.2f}%" for end in intervals[0])
+    assert f"{low} to {high}" in capsys.readouterr().out
+    assert main(["train", "--run", str(run)]) == EXIT_OK
+    assert RunFolder(run).manifest()["steps"]["train"]["label_accuracy_ci"] == score["final_label_accuracy_ci"]
     with pytest.raises(SystemExit) as exited:
         main(["report", "--run", str(run), "--interval", "exact"])
     assert exited.value.code == EXIT_BAD_INPUT and "invalid choice: 'exact'" in capsys.readouterr().err

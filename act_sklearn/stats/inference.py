@@ -148,9 +148,9 @@ recheck). The cost is
 the conditional meaning: for the same reviews, a small draw can give a narrow
 interval from a single review, which is why the default stays the score
 interval. It is one parameter away in :class:`~act_sklearn.ACTClassifier`
-(``interval``, ``random_state``) and in the command (``act-sklearn report
---interval randomized``, whose draw is the hash of ``selection.csv``: fixed
-before any answer is in, and the same on every report). :class:`~act_sklearn.ACTSampler` warns
+(``interval``, ``random_state``) and in the command (``act-sklearn report``,
+``run`` or ``train`` with ``--interval randomized``, whose draw is the hash of
+``selection.csv``: fixed before any answer is in, and the same on every report). :class:`~act_sklearn.ACTSampler` warns
 (``FewExploredReviewsWarning``) when ``explore`` leaves fewer than
 :data:`TINY_REVIEWS` explored reviews, before anyone reviews.
 

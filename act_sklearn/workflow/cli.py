@@ -182,7 +182,7 @@ def cmd_import(args, run):
 def cmd_train(args, run):
     from .steps import train
 
-    model = train(run)
+    model = train(run, confidence=args.confidence, interval=args.interval)
     print(f"trained on {model.n_human_labels_} human labels -> {run.path / MODEL}")
     print(model.label_accuracy_)
 
@@ -209,6 +209,8 @@ def cmd_run(args, run):
         rule=args.rule,
         explore=args.explore,
         random_state=args.seed,
+        confidence=args.confidence,
+        interval=args.interval,
     )
     report(run, confidence=args.confidence, interval=args.interval)
     _print_report(run)
@@ -321,7 +323,10 @@ def build_parser():
     import_step = step("import", "bring reviewers' answers back (a sheet or a Label Studio export)")
     import_step.add_argument("file", type=Path)
 
-    step("train", "train the default downstream model on the corrected labels (TF-IDF for texts, pixels for images)")
+    train_step = step(
+        "train", "train the default downstream model on the corrected labels (TF-IDF for texts, pixels for images)"
+    )
+    _confidence_option(train_step)
 
     report_step = step("report", "the final labels' estimated accuracy, errors found, reviews, LLM usage, plots")
     _confidence_option(report_step)

@@ -11,7 +11,7 @@ import json
 import numpy as np
 
 from .._atomic import write_atomically
-from .run_folder import REPORT_JSON, REPORT_MD, SELECTION
+from .run_folder import REPORT_JSON, REPORT_MD
 from .steps import writes_run_folder
 
 AQG_BUDGETS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)  # shares of the items
@@ -52,10 +52,9 @@ def report(run, *, confidence=0.9, interval="score"):
     answers = run.reviews()
     reviewed = np.array([item in answers for item in ids])
     human = np.array([answers.get(item, label) for item, label in zip(ids, machine)], dtype=object)
-    # the selection's hash as the draw: uniform enough across jobs, blind to the answers, the same on every report
-    draw_seed = int(run.fingerprint(SELECTION)[:16], 16)
     estimate = estimate_label_accuracy(
-        machine, human, reviewed, inclusion_proba, confidence=confidence, interval=interval, random_state=draw_seed
+        machine, human, reviewed, inclusion_proba, confidence=confidence, interval=interval,
+        random_state=run.interval_draw(),
     )
     steps = run.steps()
     n_selected = int(selected.sum())

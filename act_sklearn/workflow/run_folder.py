@@ -363,6 +363,15 @@ class RunFolder:
         }
         self.write_table(SELECTION, table)
 
+    def interval_draw(self):
+        """The randomized interval's draw: the selection's hash, a 32-bit seed.
+
+        Fixed before any answer is in and the same on every report and train, so
+        the draw cannot be made again once the reviews are seen; across jobs it is
+        as good as uniform.
+        """
+        return int(self.fingerprint(SELECTION)[:8], 16)
+
     def selection_rounds(self):
         """``(round, round_inclusion_proba)``: the round that drew each item (0: none), and its ``pi`` there.
 

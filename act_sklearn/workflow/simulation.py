@@ -13,7 +13,10 @@ from .steps import annotate, criticize, describe, review_with_oracle, select, tr
 
 
 @writes_run_folder
-def simulate(run, annotator, criticizer, *, budget, rule="threshold", explore=DEFAULT_EXPLORE, random_state=0, log=print):
+def simulate(
+    run, annotator, criticizer, *, budget, rule="threshold", explore=DEFAULT_EXPLORE, random_state=0,
+    confidence=0.9, interval="score", log=print,
+):
     """annotate -> criticize -> select -> review by the oracle -> train; then call :func:`report`.
 
     Parameters
@@ -25,6 +28,8 @@ def simulate(run, annotator, criticizer, *, budget, rule="threshold", explore=DE
         ones (:mod:`act_sklearn.offline`).
     budget, rule, explore, random_state
         As for :class:`ACTSampler`.
+    confidence, interval
+        Of the trained model's ``label_accuracy_``, as for :func:`train`.
     log : callable, default=print
         Receives one line per step.
 
@@ -47,7 +52,7 @@ def simulate(run, annotator, criticizer, *, budget, rule="threshold", explore=DE
     outcome = review_with_oracle(run)
     log(f"review: the oracle answered {len(outcome.taken)} pending items")
     clock.lap()
-    model = train(run)
+    model = train(run, confidence=confidence, interval=interval)
     log(f"train: {model.n_human_labels_} human labels -> {run.path / MODEL} ({clock.lap()})")
     return model
 

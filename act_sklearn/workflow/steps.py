@@ -372,11 +372,13 @@ def review_with_oracle(run):
 
 
 @writes_run_folder
-def train(run, estimator=None):
+def train(run, estimator=None, *, confidence=0.9, interval="score"):
     """Train on the machine labels corrected by the reviews so far (production mode); saves ``model.joblib``.
 
     Items selected but not yet reviewed count as not reviewed, which biases the
     loss only through the answers still missing; the manifest records how many.
+    ``confidence`` and ``interval`` are those of the final-label accuracy, as in
+    :func:`~act_sklearn.workflow.report`, with the same draw for ``"randomized"``.
     """
     import joblib
 
@@ -396,7 +398,13 @@ def train(run, estimator=None):
     machine = np.where(machine == "", y, machine)
     keep = np.flatnonzero(machine != UNLABELED)
     inputs = [inputs[i] for i in keep] if isinstance(inputs, list) else inputs[keep]
-    model = ACTClassifier(estimator if estimator is not None else default_model(), classes=run.classes())
+    model = ACTClassifier(
+        estimator if estimator is not None else default_model(),
+        classes=run.classes(),
+        confidence=confidence,
+        interval=interval,
+        random_state=run.interval_draw(),
+    )
     model.fit(inputs, y[keep], machine_labels=machine[keep], inclusion_proba=inclusion_proba[keep])
     joblib.dump(model, run.path / MODEL)
     estimate = model.label_accuracy_
@@ -408,6 +416,7 @@ def train(run, estimator=None):
         label_accuracy=estimate.accuracy if estimate.estimable else None,
         label_accuracy_ci=[estimate.ci_low, estimate.ci_high] if estimate.estimable else None,
         label_accuracy_approximate=estimate.approximate,
+        label_accuracy_interval=interval,
     )
     return model
 
