@@ -150,9 +150,10 @@ interval from a single review, which is why the default stays the score
 interval. It is one parameter away in :class:`~act_sklearn.ACTClassifier`
 (``interval``, ``random_state``) and in the command (``act-sklearn report``,
 ``run`` or ``train`` with ``--interval randomized``, whose draw is the hash of
-``selection.csv``: fixed before any answer is in, and the same on every report). :class:`~act_sklearn.ACTSampler` warns
-(``FewExploredReviewsWarning``) when ``explore`` leaves fewer than
-:data:`TINY_REVIEWS` explored reviews, before anyone reviews.
+``selection.csv``: fixed before any answer is in, and the same on every
+report). :class:`~act_sklearn.ACTSampler` warns (``FewExploredReviewsWarning``)
+when ``explore`` leaves fewer than :data:`TINY_REVIEWS` explored reviews, before
+anyone reviews.
 
 A stratum with no review at all leaves its items' errors unknown: they widen
 the upper bound by their count. With some ``pi_i = 0`` (no exploration) the

@@ -53,7 +53,12 @@ def report(run, *, confidence=0.9, interval="score"):
     reviewed = np.array([item in answers for item in ids])
     human = np.array([answers.get(item, label) for item, label in zip(ids, machine)], dtype=object)
     estimate = estimate_label_accuracy(
-        machine, human, reviewed, inclusion_proba, confidence=confidence, interval=interval,
+        machine,
+        human,
+        reviewed,
+        inclusion_proba,
+        confidence=confidence,
+        interval=interval,
         random_state=run.interval_draw(),
     )
     steps = run.steps()
